@@ -1,0 +1,5 @@
+import sys
+
+from raysight.cli import main
+
+sys.exit(main())

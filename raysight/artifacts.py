@@ -1,0 +1,86 @@
+"""model.tar.gz: write after training, read for serving and incremental training.
+
+Layout mirrors SageMaker's (`<prefix>-NNNN.params` per saved epoch, 1-based,
+`model-shapes.json`, `hyperparams.json`) plus `raysight.json`, which names the
+algorithm and the params file to serve. `.params` files are PyTorch state dicts,
+loaded with weights_only=True so a tarball cannot run code.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+from typing import Any
+
+import torch
+
+from raysight import storage
+from raysight.errors import ClientError
+
+META = "raysight.json"
+
+
+def _json_ready(hp: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
+
+
+def build_tarball(algorithm: str, prefix: str, hp: dict[str, Any], params: dict[int, bytes], serve_epoch: int,
+                  input_shape: tuple[int, int, int], extra: dict[str, Any] | None = None) -> bytes:
+    """`params` maps 0-based epoch → serialized state dict; `serve_epoch` is the one to serve."""
+    channels, height, width = input_shape
+    names = {e: f"{prefix}-{e + 1:04d}.params" for e in params}
+    meta = {"algorithm": algorithm, "params": names[serve_epoch], "epoch": serve_epoch,
+            "hyperparameters": _json_ready(hp), **(extra or {})}
+    files = {
+        META: json.dumps(meta, indent=2).encode(),
+        "hyperparams.json": json.dumps(_json_ready(hp), indent=2).encode(),
+        "model-shapes.json": json.dumps([{"shape": [hp.get("mini_batch_size", 1), channels, height, width],
+                                          "name": "data"}]).encode(),
+        **{names[e]: blob for e, blob in params.items()},
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, blob in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(blob))
+    return buf.getvalue()
+
+
+def extract(uri: str, dest: str) -> dict[str, Any]:
+    """Safely extract a model.tar.gz (no member may leave `dest`) and return its metadata."""
+    blob = storage.read_bytes(uri)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ClientError(f"{uri} is not a readable model.tar.gz: {exc}") from None
+    meta_path = os.path.join(dest, META)
+    if not os.path.exists(meta_path):
+        raise ClientError(f"{uri} has no {META}; it was not written by raysight")
+    with open(meta_path) as f:
+        return json.load(f)
+
+
+def load_model(uri: str):
+    """(algorithm, model in eval mode on CPU, metadata) from a model.tar.gz."""
+    from raysight import algorithms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = extract(uri, tmp)
+        algo = algorithms.get(meta["algorithm"])
+        hp = meta["hyperparameters"]
+        if "image_shape" in hp and isinstance(hp["image_shape"], list):
+            hp["image_shape"] = tuple(hp["image_shape"])
+        model = algo.build_model(hp)
+        state = torch.load(os.path.join(tmp, meta["params"]), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    return algo, model.eval(), meta
+
+
+def state_dict_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -1,0 +1,146 @@
+"""`raysight` command line: one entry point, one subcommand per user task."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EPILOG = "Docs: README.md (quick start) and ARCHITECTURE.md (how the pieces fit)."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="raysight",
+        description="SageMaker's built-in Image Classification and Object Detection, on Ray.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="run a CreateTrainingJob request",
+                       description="Run a SageMaker CreateTrainingJob request (JSON file or URI) on Ray: local Ray, "
+                                   "or the cluster in RAY_ADDRESS. Writes <S3OutputPath>/<TrainingJobName>/output/"
+                                   "{model.tar.gz,job.json}. Exit 0 when the job completes.")
+    p.add_argument("request", help="CreateTrainingJob JSON (path, file:// or s3:// URI)")
+    p.add_argument("--validate-only", action="store_true", help="check the request and stop, training nothing")
+
+    p = sub.add_parser("serve", help="host a model.tar.gz behind SageMaker's /ping and /invocations",
+                       description="Serve a raysight model.tar.gz with Ray Serve: GET /ping, POST /invocations "
+                                   "(image/jpeg, image/png, application/x-image). Ctrl-C or SIGTERM stops it.")
+    p.add_argument("model", help="model.tar.gz path or URI")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, as SageMaker)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept remote clients)")
+
+    p = sub.add_parser("tune", help="run a CreateHyperParameterTuningJob request with Ray Tune",
+                       description="Run a SageMaker CreateHyperParameterTuningJob request: each trial is a real "
+                                   "training job. Writes <S3OutputPath>/<TuningJobName>/{tuning-job.json,"
+                                   "best/model.tar.gz}.")
+    p.add_argument("request", help="CreateHyperParameterTuningJob JSON (path or URI)")
+
+    p = sub.add_parser("digits", help="export scikit-learn's digits as images + .lst and a training request",
+                       description="Write the bundled handwritten digits (1,797 real images) as PNG files and "
+                                   ".lst lists under ROOT, plus ROOT/request.json for `raysight train`.")
+    p.add_argument("root")
+    p.add_argument("--output", help="S3OutputPath for the request (default ROOT/output)")
+    p.add_argument("--limit", type=int, help="keep only N images per split")
+
+    p = sub.add_parser("hyperparameters", help="list an algorithm's hyperparameters",
+                       description="Print the hyperparameter table (names, ranges, defaults) of an algorithm.")
+    p.add_argument("algorithm", nargs="?", default="image-classification")
+
+    p = sub.add_parser("demo", help="the main job end to end on the bundled digits",
+                       description="Export the digits, train a ResNet-20 on a local Ray, serve it, classify the "
+                                   "validation images over HTTP and print the accuracy.")
+    p.add_argument("--workdir", default="demo-output", help="where data, model and job.json go")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--epochs", help="override the epochs hyperparameter")
+
+    args = parser.parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+def cmd_train(args) -> int:
+    from raysight.errors import ClientError
+    from raysight.requests import load_request
+    from raysight.train import driver
+
+    try:
+        request = load_request(args.request)
+        if args.validate_only:
+            job, algo, _ = driver.prepare(request)
+            print(f"OK: {job.name} ({algo.name}) is valid")
+            return 0
+    except ClientError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    record = driver.run(request)
+    print(json.dumps({k: record.get(k) for k in ("TrainingJobName", "TrainingJobStatus", "FailureReason",
+                                                  "FinalMetricDataList", "ModelArtifacts")}, indent=2))
+    return 0 if record["TrainingJobStatus"] == "Completed" else 1
+
+
+def cmd_serve(args) -> int:
+    import signal
+    import threading
+
+    from ray import serve
+
+    from raysight.serve import app
+
+    app.run(args.model, host=args.host, port=args.port)
+    print(f"Serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    print("Stopped.", flush=True)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from raysight import tune
+    from raysight.errors import ClientError
+    from raysight.requests import load_request
+
+    try:
+        record = tune.run(load_request(args.request))
+    except ClientError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"Best: {json.dumps(record.get('BestTrainingJob'))}")
+    return 0 if record["HyperParameterTuningJobStatus"] == "Completed" else 1
+
+
+def cmd_digits(args) -> int:
+    from raysight.datasets import digits
+
+    counts = digits.export(args.root, limit=args.limit)
+    request = digits.training_request(os.path.abspath(args.root),
+                                      os.path.abspath(args.output or os.path.join(args.root, "output")), counts=counts)
+    path = os.path.join(args.root, "request.json")
+    digits.write_request(path, request)
+    print(f"Wrote {counts['train']} training and {counts['validation']} validation images under {args.root}; "
+          f"request in {path}")
+    return 0
+
+
+def cmd_hyperparameters(args) -> int:
+    from raysight import algorithms
+    from raysight.hyperparams import schema_table
+
+    print(schema_table(algorithms.get(args.algorithm).hyperparameters))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from raysight.demo import run_demo
+
+    return run_demo(args.workdir, port=args.port, epochs=args.epochs)
+
+
+COMMANDS = {"train": cmd_train, "serve": cmd_serve, "tune": cmd_tune, "digits": cmd_digits,
+            "hyperparameters": cmd_hyperparameters, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure codecs for SageMaker's input formats: bytes in, records out, no Ray."""

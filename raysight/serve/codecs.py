@@ -1,0 +1,35 @@
+"""SageMaker's inference content types: which are accepted, how answers are shaped."""
+from __future__ import annotations
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+JSON, JSONLINES = "application/json", "application/jsonlines"
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def media_type(header: str | None) -> str:
+    return (header or "").split(";")[0].strip().lower()
+
+
+def check_content_type(header: str | None) -> None:
+    if media_type(header) not in IMAGE_TYPES:
+        raise HTTPError(415, f"unsupported Content-Type '{header or ''}'; send one of {', '.join(IMAGE_TYPES)}")
+
+
+def choose_accept(header: str | None, offered: tuple[str, ...]) -> str:
+    """The first offered type the Accept header allows; the first offered when absent or */*."""
+    if not header:
+        return offered[0]
+    for part in header.split(","):
+        kind = part.strip()
+        base = media_type(kind)
+        if base in ("*/*", "application/*"):
+            return offered[0]
+        for option in offered:
+            if kind.replace(" ", "").lower() == option or base == option:
+                return option
+    raise HTTPError(406, f"unsupported Accept '{header}'; use one of {', '.join(offered)}")

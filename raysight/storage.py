@@ -1,0 +1,97 @@
+"""URIs to bytes: local paths, file:// and s3:// through pyarrow's filesystems.
+
+S3 settings come from the standard AWS credential chain and endpoint variables
+(AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3), so S3, MinIO and any S3-compatible
+store work without raysight-specific configuration.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from raysight.errors import ClientError
+
+
+def is_remote(uri: str) -> bool:
+    return urlparse(uri).scheme in ("s3", "https")
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5), **kwargs)
+
+
+def path_of(uri: str) -> str:
+    """The path inside its filesystem: `bucket/key` for S3, an absolute local path otherwise."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        return (parsed.netloc + parsed.path).rstrip("/")
+    if parsed.scheme == "file":
+        return os.path.abspath(parsed.path)
+    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain or Windows-drive path
+        return os.path.abspath(os.path.expanduser(uri))
+    raise ClientError(f"unsupported URI scheme '{parsed.scheme}' in '{uri}' (use s3://, file:// or a path)")
+
+
+def filesystem(uri: str) -> pafs.FileSystem:
+    return _s3_filesystem() if urlparse(uri).scheme == "s3" else pafs.LocalFileSystem()
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return (filesystem, path inside it) for a URI or a local path."""
+    path = path_of(uri)
+    return filesystem(uri), path
+
+
+def join(uri: str, *parts: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "file"):
+        return uri.rstrip("/") + "/" + posixpath.join(*parts)
+    return os.path.join(uri, *parts)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ClientError(f"'{uri}' does not exist") from None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write via a temporary name and a rename where the store allows it, so a
+    reader never sees a half-written object."""
+    fs, path = resolve(uri)
+    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = path + ".partial"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+    else:  # an S3 PUT is atomic already
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def local_path(uri: str) -> str | None:
+    """The filesystem path when `uri` is local, else None."""
+    fs, path = resolve(uri)
+    return path if isinstance(fs, pafs.LocalFileSystem) else None

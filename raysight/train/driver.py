@@ -1,0 +1,188 @@
+"""A CreateTrainingJob request → a Ray Train run → model.tar.gz and job.json.
+
+Order matters: everything that can be checked (request, hyperparameters,
+channels, index files, labels) is checked before a worker starts, and job.json
+is written whatever happens, so a failed job still says why.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+from raysight import algorithms, artifacts, storage
+from raysight.errors import ClientError
+from raysight.hyperparams import parse_hyperparameters
+from raysight.requests import TrainingJob, parse_training_job
+from raysight.train.loop import steps_per_epoch, train_loop_per_worker
+from raysight.train.resources import ensure_ray, scaling_for
+
+REGION, ACCOUNT = "local", "000000000000"
+
+
+def prepare(request: dict[str, Any]) -> tuple[TrainingJob, Any, dict[str, Any]]:
+    """Validate without touching data: (job, algorithm, parsed hyperparameters)."""
+    job = parse_training_job(request)
+    algo = algorithms.get(job.algorithm)
+    hp = parse_hyperparameters(algo.hyperparameters, job.hyperparameters)
+    problems = algo.check(hp, job)
+    if problems:
+        raise ClientError(problems)
+    return job, algo, hp
+
+
+def output_prefix(job: TrainingJob) -> str:
+    return storage.join(job.output_path, job.name, "output")
+
+
+def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
+    """Run one training job to its end; return the DescribeTrainingJob-shaped record."""
+    start = time.time()
+    describe = _describe_base(request, start)
+    job = None
+    try:
+        job, algo, hp = prepare(request)
+        describe["HyperParameters"] = job.hyperparameters
+        _check_name_free(job)
+        echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
+        ensure_ray()
+        scaling, plan = scaling_for(job, hp)
+        echo(plan)
+        datasets = algo.datasets(job, hp)  # reads index files and checks labels and paths
+        describe["TrainingStartTime"] = time.time()
+        result = _fit(job, algo, hp, datasets, scaling, callbacks)
+        tarball_uri = _write_model(job, algo, hp, result)
+        metrics = result.metrics or {}
+        describe.update(
+            TrainingJobStatus="Completed",
+            SecondaryStatus="Completed",
+            ModelArtifacts={"S3ModelArtifacts": tarball_uri},
+            FinalMetricDataList=[
+                {"MetricName": k, "Value": float(v), "Timestamp": time.time()}
+                for k, v in sorted(metrics.items()) if ":" in k and isinstance(v, (int, float))
+            ],
+        )
+        echo(f"Model written to {tarball_uri}")
+    except ClientError as exc:
+        describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=str(exc)[:1024])
+    except Exception as exc:  # noqa: BLE001 - any crash becomes a Failed job with its reason
+        traceback.print_exc()
+        describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
+                        FailureReason=f"AlgorithmError: {exc}"[:1024])
+    end = time.time()
+    describe.update(TrainingEndTime=end, LastModifiedTime=end,
+                    TrainingTimeInSeconds=int(end - describe.get("TrainingStartTime", start)))
+    if describe["TrainingJobStatus"] == "Failed":
+        echo(describe["FailureReason"])
+    if job is not None or _output_known(request):
+        _write_describe(request, describe)
+    return describe
+
+
+def _check_name_free(job: TrainingJob) -> None:
+    """Job names are unique, as in SageMaker. A job that did not complete may be run
+    again under its name: Ray Train then resumes from its last checkpoint."""
+    uri = storage.join(output_prefix(job), "job.json")
+    if storage.exists(uri):
+        status = json.loads(storage.read_bytes(uri)).get("TrainingJobStatus")
+        if status == "Completed":
+            raise ClientError(f"ResourceInUse: training job '{job.name}' already completed ({uri}); "
+                              "choose a new TrainingJobName")
+
+
+def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysight.train.ingest import ExactValidationDataConfig
+
+    frequency = hp.get("checkpoint_frequency")
+    hosts = job.instance_count
+    storage_path = job.checkpoint_uri or storage.join(job.output_path, job.name, "checkpoints")
+    if not storage.is_remote(storage_path):
+        storage_path = storage.path_of(storage_path)
+    config = {
+        "algorithm": algo.name,
+        "hp": hp,
+        "steps_per_epoch": steps_per_epoch(hp, hosts),
+        "worker_batch_size": scaling.pop("worker_batch_size"),
+        "torch_threads": scaling.pop("torch_threads"),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=scaling.pop("scaling_config"),
+        datasets=datasets,
+        dataset_config=ExactValidationDataConfig(),
+        run_config=RunConfig(
+            name=job.name,
+            storage_path=storage_path,
+            # Only epochs worth keeping report a checkpoint, so the latest one is the best
+            # one unless checkpoint_frequency asks for more.
+            checkpoint_config=CheckpointConfig(num_to_keep=None if frequency else 1),
+            failure_config=FailureConfig(max_failures=3),
+            callbacks=list(callbacks),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result
+
+
+def _write_model(job: TrainingJob, algo, hp, result) -> str:
+    kept = list(result.best_checkpoints or [])
+    if not kept and result.checkpoint is not None:
+        kept = [(result.checkpoint, result.metrics)]
+    if not kept:
+        raise RuntimeError("training reported no checkpoint")
+    params, serve_epoch = {}, None
+    for checkpoint, metrics in kept:
+        epoch = int(metrics["epoch"])
+        with checkpoint.as_directory() as d:
+            params[epoch] = artifacts.state_dict_bytes(os.path.join(d, "model.pt"))
+        if metrics.get("keep_reason") == "best" and (serve_epoch is None or epoch > serve_epoch):
+            serve_epoch = epoch
+    serve_epoch = max(params) if serve_epoch is None else serve_epoch
+    blob = artifacts.build_tarball(algo.name, algo.artifact_prefix, hp, params, serve_epoch,
+                                   input_shape=algo.input_shape(hp),
+                                   extra={"best_metric": {algo.objective: result.metrics.get("best")}})
+    uri = storage.join(output_prefix(job), "model.tar.gz")
+    storage.write_bytes(uri, blob)
+    return uri
+
+
+def _describe_base(request: dict[str, Any], start: float) -> dict[str, Any]:
+    name = str(request.get("TrainingJobName", "")) if isinstance(request, dict) else ""
+    request = request if isinstance(request, dict) else {}
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name.lower()}",
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Starting",
+        "AlgorithmSpecification": request.get("AlgorithmSpecification"),
+        "HyperParameters": request.get("HyperParameters") or {},
+        "InputDataConfig": request.get("InputDataConfig"),
+        "OutputDataConfig": request.get("OutputDataConfig"),
+        "ResourceConfig": request.get("ResourceConfig"),
+        "StoppingCondition": request.get("StoppingCondition") or {"MaxRuntimeInSeconds": 86400},
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+        "CreationTime": start,
+        "FinalMetricDataList": [],
+    }
+
+
+def _output_known(request) -> bool:
+    return isinstance(request, dict) and bool((request.get("OutputDataConfig") or {}).get("S3OutputPath")) \
+        and bool(request.get("TrainingJobName"))
+
+
+def _write_describe(request: dict[str, Any], describe: dict[str, Any]) -> None:
+    uri = storage.join(request["OutputDataConfig"]["S3OutputPath"], request["TrainingJobName"], "output", "job.json")
+    try:
+        storage.write_bytes(uri, json.dumps(describe, indent=2, default=str).encode())
+    except Exception as exc:  # noqa: BLE001 - the job's own outcome matters more than its record
+        print(f"could not write {uri}: {exc}")
+

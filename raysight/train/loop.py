@@ -1,0 +1,174 @@
+"""The per-worker training loop that Ray Train runs on every worker.
+
+Stages per epoch: (1) train on this worker's shard, (2) validate on this
+worker's disjoint share of the validation set, (3) reduce metrics across
+workers, log SageMaker metric lines, report to Ray Train with a checkpoint
+when the epoch is worth keeping, (4) apply the early-stopping rule.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from raysight import algorithms
+from raysight.train.optim import build_optimizer, lr_multiplier
+
+SPEED_EVERY = 20  # batches between "Speed:" lines
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    algo = algorithms.get(config["algorithm"])
+    hp = config["hp"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    if config.get("torch_threads"):
+        torch.set_num_threads(config["torch_threads"])
+    log = metric_logger() if rank == 0 else (lambda *a, **k: None)
+
+    # -- model, optimizer, schedule -------------------------------------------------
+    model = algo.build_model(hp)
+    state = _restore(model)
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    optimizer = build_optimizer(hp, model.parameters())
+    steps_per_epoch = config["steps_per_epoch"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(hp, step, steps_per_epoch)
+    )
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    start_epoch = state["epoch"] + 1 if state else 0
+    best = state["best"] if state else None
+    since_best = state["since_best"] if state else 0
+    amp = hp.get("precision_dtype") == "float16" and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    batch_size = config["worker_batch_size"]
+    objective = algo.objective
+
+    for epoch in range(start_epoch, hp["epochs"]):
+        tic = time.time()
+        # 1. train
+        model.train()
+        meter = algo.meter(hp, "train")
+        window, window_start = 0, time.time()
+        for b, batch in enumerate(train_shard.iter_torch_batches(batch_size=batch_size, device=device)):
+            batch = algo.prepare_batch(batch, hp, training=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                outputs = model(batch["image"])
+                loss = algo.loss(outputs, batch, hp)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            meter.update(outputs.detach().float(), batch)
+            window += len(batch["label"])
+            if (b + 1) % SPEED_EVERY == 0:
+                speed = window * ctx.get_world_size() / max(time.time() - window_start, 1e-9)
+                running = "\t".join(f"{k}={v:.6f}" for k, v in meter.local().items())
+                log(f"Epoch[{epoch}] Batch [{b + 1}]\tSpeed: {speed:.2f} samples/sec\t{running}")
+                window, window_start = 0, time.time()
+        metrics = meter.compute()
+
+        # 2. validate (unwrapped model: no DDP collectives, shares may differ in size)
+        model.eval()
+        net = model.module if hasattr(model, "module") else model
+        meter = algo.meter(hp, "validation")
+        with torch.inference_mode():
+            for batch in val_shard.iter_torch_batches(batch_size=batch_size, device=device):
+                batch = algo.prepare_batch(batch, hp, training=False)
+                meter.update(net(batch["image"]).float(), batch)
+        metrics.update(meter.compute())
+        seconds = time.time() - tic
+
+        # 3. log, checkpoint, report
+        for line in algo.log_epoch(epoch, metrics, seconds):
+            log(line, flush=True)
+        score = metrics[objective]
+        improved = best is None or score > best
+        # The spec's rule: (score - best) / best >= tolerance counts as improvement.
+        progressed = best is None or score - best >= hp.get("early_stopping_tolerance", 0.0) * best
+        since_best = 0 if progressed else since_best + 1
+        if improved:
+            best = score
+            log(f"Storing the best model with {objective.split(':')[1]}: {score:.6f}", flush=True)
+        keep = improved or _frequency_epoch(hp, epoch)
+        metrics.update(epoch=epoch, best=best, keep_reason="best" if improved else ("frequency" if keep else ""))
+        state = {"epoch": epoch, "best": best, "since_best": since_best, "improved": improved,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        _report(metrics, net, state, algo, keep and rank == 0)
+
+        # 4. early stopping (every worker sees the same reduced metrics, so all stop together)
+        if (hp.get("early_stopping") and epoch + 1 >= hp["early_stopping_min_epochs"]
+                and since_best >= hp["early_stopping_patience"]):
+            log(f"Early stopping at epoch {epoch}: no {objective} improvement for {since_best} epochs", flush=True)
+            break
+
+
+def metric_logger():
+    """Lines to the worker's stdout, which Ray forwards to the driver and `ray job logs`.
+
+    Ray Train routes print() into its own log files; SageMaker-style metric lines must
+    reach the console so existing MetricDefinitions regexes keep matching."""
+    logger = logging.getLogger("raysight.metrics")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    def log(line: str, flush: bool = True) -> None:
+        logger.info(line)
+
+    return log
+
+
+def _frequency_epoch(hp, epoch: int) -> bool:
+    every = hp.get("checkpoint_frequency")
+    return bool(every) and (epoch + 1) % every == 0
+
+
+def _report(metrics, net, state, algo, with_checkpoint: bool) -> None:
+    import ray.train
+
+    if not with_checkpoint:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(net.state_dict(), os.path.join(tmp, "model.pt"))
+        torch.save(state, os.path.join(tmp, "state.pt"))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _restore(model) -> dict | None:
+    """Resume from the last reported checkpoint after a worker-group restart."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        model.load_state_dict(torch.load(os.path.join(d, "model.pt"), map_location="cpu", weights_only=True))
+        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    print(f"Resuming from checkpoint of epoch {state['epoch']}", flush=True)
+    return state
+
+
+def steps_per_epoch(hp: dict[str, Any], num_hosts: int) -> int:
+    """SageMaker's epoch size: ceil(floor(num_training_samples / hosts) / mini_batch_size)."""
+    return max(1, math.ceil((hp["num_training_samples"] // num_hosts) / hp["mini_batch_size"]))
