@@ -87,11 +87,13 @@ def cmd_serve(args) -> int:
 
     from raysight.serve import app
 
-    app.run(args.model, host=args.host, port=args.port)
-    print(f"Serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
     stop = threading.Event()
+    app.run(args.model, host=args.host, port=args.port)
+    # After ray.init, which installs handlers of its own: SIGTERM (SageMaker's and
+    # `ray job stop`'s stop signal) and Ctrl-C both end in a clean Serve shutdown.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    print(f"Serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
     stop.wait()
     serve.shutdown()
     print("Stopped.", flush=True)

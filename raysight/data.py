@@ -90,6 +90,6 @@ def read_all(uris) -> list[bytes]:
         scheme = uri.split("://", 1)[0] if "://" in uri else ""
         if scheme not in filesystems:
             filesystems[scheme] = storage.filesystem(uri)
-        with filesystems[scheme].open_input_stream(storage.path_of(uri)) as f:
+        with filesystems[scheme].open_input_stream(storage.path_of(uri), compression=None) as f:
             out.append(f.read())
     return out

@@ -69,20 +69,22 @@ class Param:
             value = lowered == "true"
         else:
             value = text
-        self.check(value)
+        self.check(value, shown=raw)
         return value
 
-    def check(self, value: Any) -> None:
+    def check(self, value: Any, shown: Any = None) -> None:
+        """Raise ValueError unless `value` is allowed; `shown` is what the user wrote."""
+        shown = value if shown is None else shown
         if self.choices is not None:
             if value not in self.choices:
-                raise ValueError(f"must be {self.range_text()}, got '{value}'")
+                raise ValueError(f"must be {self.range_text()}, got '{shown}'")
             return
         if self.type not in ("int", "float") or (self.min is None and self.max is None):
             return
         too_low = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
         too_high = self.max is not None and (value >= self.max if self.max_exclusive else value > self.max)
         if too_low or too_high:
-            raise ValueError(f"must be {self.range_text()}, got '{value}'")
+            raise ValueError(f"must be {self.range_text()}, got '{shown}'")
 
 
 def _fmt(x: float) -> str:

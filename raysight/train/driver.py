@@ -50,6 +50,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         ensure_ray()
         scaling, plan = scaling_for(job, hp)
         echo(plan)
+        _quiet_data_progress()
         datasets = algo.datasets(job, hp)  # reads index files and checks labels and paths
         describe["TrainingStartTime"] = time.time()
         result = _fit(job, algo, hp, datasets, scaling, callbacks)
@@ -65,6 +66,9 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
             ],
         )
         echo(f"Model written to {tarball_uri}")
+    except ResourceInUse as exc:
+        echo(str(exc))
+        return {**describe, "TrainingJobStatus": "Failed", "FailureReason": str(exc)}
     except ClientError as exc:
         describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=str(exc)[:1024])
     except Exception as exc:  # noqa: BLE001 - any crash becomes a Failed job with its reason
@@ -81,6 +85,20 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
     return describe
 
 
+class ResourceInUse(ClientError):
+    """The job name belongs to a completed job, whose record must not be overwritten."""
+
+
+def _quiet_data_progress() -> None:
+    """Ray Data's per-operator bars redraw every epoch; in a log file (ray job logs,
+    CI) they bury the metric lines, so keep them for terminals only."""
+    import sys
+
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
+
+
 def _check_name_free(job: TrainingJob) -> None:
     """Job names are unique, as in SageMaker. A job that did not complete may be run
     again under its name: Ray Train then resumes from its last checkpoint."""
@@ -88,8 +106,8 @@ def _check_name_free(job: TrainingJob) -> None:
     if storage.exists(uri):
         status = json.loads(storage.read_bytes(uri)).get("TrainingJobStatus")
         if status == "Completed":
-            raise ClientError(f"ResourceInUse: training job '{job.name}' already completed ({uri}); "
-                              "choose a new TrainingJobName")
+            raise ResourceInUse(f"ResourceInUse: training job '{job.name}' already completed ({uri}); "
+                                "choose a new TrainingJobName")
 
 
 def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):

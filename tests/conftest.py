@@ -1,0 +1,62 @@
+"""Shared fixtures: one real local Ray per test session, tiny real data sets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from raysight.datasets import digits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Small, fast settings for tests: 8x8 digits, ResNet-20, a few epochs.
+TINY_HP = {"image_shape": "3,8,8", "resize": "9", "epochs": "3", "mini_batch_size": "16",
+           "lr_scheduler_step": "", "learning_rate": "0.05"}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray for the session; subprocesses join it through RAY_ADDRESS."""
+    import ray
+
+    from raysight.train.resources import local_cpus
+
+    ray.init(num_cpus=local_cpus(), log_to_driver=True)
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_small(tmp_path_factory):
+    """The first 240 training and 120 validation digits as PNG + .lst."""
+    root = str(tmp_path_factory.mktemp("digits"))
+    counts = digits.export(root, limit=240)
+    return root, counts
+
+
+def tiny_request(root: str, output: str, name: str, counts: dict, **overrides) -> dict:
+    return digits.training_request(root, output, name=name, counts=counts, **{**TINY_HP, **overrides})
+
+
+def run_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raysight", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def write_json(path, data) -> str:
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
