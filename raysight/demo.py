@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +33,8 @@ def run_demo(workdir: str, port: int = 8080, epochs: str | None = None) -> int:
     if record["TrainingJobStatus"] != "Completed":
         print(f"Training failed: {record.get('FailureReason')}")
         return 1
-    model = record["ModelArtifacts"]["S3ModelArtifacts"]
+    model = os.path.join(workdir, "model.tar.gz")
+    shutil.copyfile(record["ModelArtifacts"]["S3ModelArtifacts"], model)  # what serve_configs/ points at
     final = {m["MetricName"]: round(m["Value"], 4) for m in record["FinalMetricDataList"]}
     print(f"    {final}; model at {model}")
 

@@ -54,6 +54,16 @@ class TrainingJob:
     request: dict[str, Any]
 
 
+def absolute(uri: str) -> str:
+    """Local paths become absolute here, in the driver: Ray workers run elsewhere."""
+    import os
+    from urllib.parse import urlparse
+
+    if urlparse(uri).scheme in ("s3", "https", "file"):
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def algorithm_name(spec: dict[str, Any]) -> str:
     """`image-classification` from an AlgorithmName or a SageMaker image URI such as
     `811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1`."""
@@ -148,7 +158,7 @@ def parse_training_job(request: dict[str, Any]) -> TrainingJob:
         algorithm=algo,
         hyperparameters={str(k): str(v) for k, v in hps.items()},
         channels=channels,
-        output_path=output,
+        output_path=absolute(output),
         instance_type=str(resources.get("InstanceType", "ml.m5.xlarge")),
         instance_count=instance_count,
         max_runtime_s=max_runtime,
@@ -194,7 +204,7 @@ def _parse_channel(raw: Any, i: int, default_mode: str) -> tuple[Channel | None,
     return (
         Channel(
             name=name,
-            uri=uri,
+            uri=absolute(uri),
             content_type=str(raw.get("ContentType") or ""),
             input_mode=mode,
             s3_data_type=data_type,

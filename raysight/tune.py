@@ -202,7 +202,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
     searcher = tune.search.BasicVariantGenerator(random_state=tuning["seed"])
     num_samples = 1 if tuning["strategy"] == "Grid" else tuning["max_jobs"]
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"CPU": 0}),
+        tune.with_resources(trial, {"CPU": 0.01}),  # the trial only drives its Train run
         param_space=tuning["space"],
         tune_config=tune.TuneConfig(num_samples=num_samples, max_concurrent_trials=tuning["max_parallel"],
                                     search_alg=searcher, metric=metric, mode=mode),

@@ -28,7 +28,7 @@ def test_job_completes_with_sagemaker_metric_lines(trained):
         assert re.search(rf"Epoch\[{epoch}\] Validation-accuracy=[0-9.]+", logs)
         assert re.search(rf"Epoch\[{epoch}\] Time cost=[0-9.]+", logs)
     assert re.search(r"Epoch\[0\] Batch \[\d+\]\tSpeed: [0-9.]+ samples/sec\taccuracy=[0-9.]+", logs)
-    assert "Storing the best model with accuracy:" in logs
+    assert "Storing the best model with validation accuracy:" in logs
 
 
 def test_job_json_describes_the_job(trained):

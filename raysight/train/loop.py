@@ -105,7 +105,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         since_best = 0 if progressed else since_best + 1
         if improved:
             best = score
-            log(f"Storing the best model with {objective.split(':')[1]}: {score:.6f}", flush=True)
+            log(f"Storing the best model with {objective.replace(':', ' ')}: {score:.6f}", flush=True)
         keep = improved or _frequency_epoch(hp, epoch)
         metrics.update(epoch=epoch, best=best, keep_reason="best" if improved else ("frequency" if keep else ""))
         state = {"epoch": epoch, "best": best, "since_best": since_best, "improved": improved,

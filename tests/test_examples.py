@@ -1,0 +1,46 @@
+"""The shipped example requests and configs stay valid as the code changes."""
+import glob
+import json
+import os
+
+import yaml
+
+from raysight.train import driver
+from raysight.tune import parse_tuning_job
+from tests.conftest import ROOT
+
+
+def test_example_training_requests_validate():
+    paths = [p for p in glob.glob(os.path.join(ROOT, "jobs", "*.json")) if "tuning" not in os.path.basename(p)]
+    assert len(paths) >= 2
+    for path in paths:
+        with open(path) as f:
+            job, algo, hp = driver.prepare(json.load(f))
+        assert algo.name == "image-classification"
+
+
+def test_example_tuning_request_validates():
+    for path in glob.glob(os.path.join(ROOT, "jobs", "tuning-*.json")):
+        with open(path) as f:
+            tuning = parse_tuning_job(json.load(f))
+        assert set(tuning["space"]) == {"learning_rate", "mini_batch_size"}
+
+
+def test_serve_config_matches_serves_schema_and_builder():
+    from ray.serve.schema import ServeDeploySchema
+
+    from raysight.serve.app import build
+
+    with open(os.path.join(ROOT, "serve_configs", "image_classification.yaml")) as f:
+        config = yaml.safe_load(f)
+    schema = ServeDeploySchema.model_validate(config)
+    app = schema.applications[0]
+    assert app.import_path == "raysight.serve.app:build" and app.route_prefix == "/"
+    assert callable(build) and "model" in app.args
+
+
+def test_cluster_yaml_is_an_autoscaler_config():
+    with open(os.path.join(ROOT, "cluster.yaml")) as f:
+        config = yaml.safe_load(f)
+    assert config["head_node_type"] in config["available_node_types"]
+    assert "raysight" in " ".join(config["setup_commands"])

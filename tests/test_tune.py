@@ -1,0 +1,102 @@
+"""`raysight tune`: a real two-trial Ray Tune run, each trial a real training job."""
+import json
+
+import pytest
+
+from raysight import algorithms
+from raysight.errors import ClientError
+from raysight.tune import parse_tuning_job
+from tests.conftest import run_cli, tiny_request, write_json
+
+
+def tuning_request(root, out, counts, **config):
+    job = tiny_request(root, out, "unused", counts, epochs="2")
+    static = {k: v for k, v in job["HyperParameters"].items() if k not in ("learning_rate", "mini_batch_size")}
+    return {
+        "HyperParameterTuningJobName": "tiny-tuning",
+        "HyperParameterTuningJobConfig": {
+            "Strategy": "Random",
+            "RandomSeed": 7,
+            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation:accuracy"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+            "ParameterRanges": {
+                "ContinuousParameterRanges": [{"Name": "learning_rate", "MinValue": "0.01", "MaxValue": "0.1",
+                                               "ScalingType": "Logarithmic"}],
+                "IntegerParameterRanges": [{"Name": "mini_batch_size", "MinValue": "8", "MaxValue": "32"}],
+            },
+            **config,
+        },
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": static,
+            "AlgorithmSpecification": job["AlgorithmSpecification"],
+            "RoleArn": job["RoleArn"],
+            "InputDataConfig": job["InputDataConfig"],
+            "OutputDataConfig": job["OutputDataConfig"],
+            "ResourceConfig": job["ResourceConfig"],
+            "StoppingCondition": job["StoppingCondition"],
+        },
+    }
+
+
+def test_two_trial_random_search(ray_cluster, digits_small, tmp_path):
+    root, counts = digits_small
+    request = write_json(tmp_path / "tuning.json", tuning_request(root, str(tmp_path), counts))
+    proc = run_cli("tune", request)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "tiny-tuning" / "tuning-job.json") as f:
+        record = json.load(f)
+    assert record["HyperParameterTuningJobStatus"] == "Completed"
+    assert record["TrainingJobStatusCounters"]["Completed"] == 2
+    summaries = record["TrainingJobSummaries"]
+    assert len(summaries) == 2
+    rates = {s["TunedHyperParameters"]["learning_rate"] for s in summaries}
+    assert len(rates) == 2 and all(0.01 <= float(r) <= 0.1 for r in rates)
+    assert all(8 <= int(s["TunedHyperParameters"]["mini_batch_size"]) <= 32 for s in summaries)
+    for s in summaries:
+        assert s["TrainingJobName"].startswith("tiny-tuning-")
+        with open(tmp_path / s["TrainingJobName"] / "output" / "job.json") as f:
+            child = json.load(f)
+        assert child["TrainingJobStatus"] == "Completed"
+        assert child["HyperParameters"]["_tuning_objective_metric"] == "validation:accuracy"
+        value = {m["MetricName"]: m["Value"] for m in child["FinalMetricDataList"]}["validation:accuracy"]
+        assert s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == pytest.approx(value)
+    best = record["BestTrainingJob"]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == max(
+        s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries)
+    assert (tmp_path / "tiny-tuning" / "best" / "model.tar.gz").read_bytes() == \
+        (tmp_path / best["TrainingJobName"] / "output" / "model.tar.gz").read_bytes()
+    assert best["TrainingJobName"] + " *" in proc.stdout  # the table marks the best trial
+
+
+def test_tuning_request_problems_are_named(tmp_path):
+    bad = tuning_request("/data", str(tmp_path), {"train": 10}, Strategy="Annealing")
+    ranges = bad["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    ranges["ContinuousParameterRanges"][0]["MaxValue"] = "2"
+    ranges["CategoricalParameterRanges"] = [{"Name": "optimizer", "Values": ["sgd", "lion"]}]
+    ranges["IntegerParameterRanges"].append({"Name": "depth", "MinValue": "1", "MaxValue": "2"})
+    with pytest.raises(ClientError) as e:
+        parse_tuning_job(bad)
+    text = str(e.value)
+    for part in ("Strategy 'Annealing' must be one of Random, Grid",
+                 "range 'learning_rate' bound must be within [0, 1], got '2.0'",
+                 "categorical range 'optimizer' value must be one of sgd, adam, rmsprop, nag, got 'lion'",
+                 "IntegerParameterRanges range names unknown hyperparameter 'depth'"):
+        assert part in text, part
+
+
+def test_search_space_scaling():
+    from ray.tune.search.sample import Float, Integer
+
+    from raysight.tune import search_space
+
+    algo = algorithms.get("image-classification")
+    space, problems = search_space(algo, {
+        "ContinuousParameterRanges": [{"Name": "learning_rate", "MinValue": "0.0001", "MaxValue": "0.5"},
+                                      {"Name": "momentum", "MinValue": "0", "MaxValue": "0.99"}],
+        "IntegerParameterRanges": [{"Name": "mini_batch_size", "MinValue": "8", "MaxValue": "512",
+                                    "ScalingType": "Linear"}]}, "Random")
+    assert problems == []
+    assert isinstance(space["learning_rate"], Float) and "LogUniform" in str(space["learning_rate"].get_sampler())
+    assert "LogUniform" not in str(space["momentum"].get_sampler())
+    assert isinstance(space["mini_batch_size"], Integer)
+    assert {space["mini_batch_size"].lower, space["mini_batch_size"].upper} == {8, 513}
