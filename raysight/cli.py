@@ -44,6 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="S3OutputPath for the request (default ROOT/output)")
     p.add_argument("--limit", type=int, help="keep only N images per split")
 
+    p = sub.add_parser("im2rec", help="pack images into MXNet RecordIO (.rec + .idx), as MXNet's im2rec.py",
+                       description="MXNet tools/im2rec.py with the same arguments: --list writes PREFIX.lst from "
+                                   "the images under ROOT; without it every PREFIX*.lst becomes .rec + .idx.")
+    from raysight.im2rec import add_arguments
+
+    add_arguments(p)
+
+    p = sub.add_parser("inspect", help="summarize a channel (format, records, labels, sizes, problems)",
+                       description="Read a channel (.rec files, or a .lst with its images) and summarize it; "
+                                   "--records prints one JSON line per record with the sha256 of its image bytes.")
+    p.add_argument("channel", help="channel URI or path (s3://, file:// or local)")
+    p.add_argument("--root", help="image root for a .lst channel (default: the folder of the .lst)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--records", action="store_true", help="one JSON line per record")
+
     p = sub.add_parser("hyperparameters", help="list an algorithm's hyperparameters",
                        description="Print the hyperparameter table (names, ranges, defaults) of an algorithm.")
     p.add_argument("algorithm", nargs="?", default="image-classification")
@@ -127,6 +142,22 @@ def cmd_digits(args) -> int:
     return 0
 
 
+def cmd_im2rec(args) -> int:
+    from raysight import im2rec
+
+    return im2rec.run(args)
+
+
+def cmd_inspect(args) -> int:
+    from raysight import inspect
+
+    emit = (lambda row: print(json.dumps(row), flush=True)) if args.records else None
+    summary = inspect.summarize(args.channel, args.root, emit=emit)
+    if not args.records:
+        print(json.dumps(summary, indent=2) if args.format == "json" else inspect.format_text(summary))
+    return 1 if summary["problems"] else 0
+
+
 def cmd_hyperparameters(args) -> int:
     from raysight import algorithms
     from raysight.hyperparams import schema_table
@@ -142,6 +173,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "serve": cmd_serve, "tune": cmd_tune, "digits": cmd_digits,
+            "im2rec": cmd_im2rec, "inspect": cmd_inspect,
             "hyperparameters": cmd_hyperparameters, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ channels stream from storage without a local copy.
 """
 from __future__ import annotations
 
+import gzip
 import posixpath
 from typing import Any, Callable
 
@@ -44,11 +45,22 @@ def find_one(uri: str, suffix: str, channel: str) -> str:
     return storage.join(uri, found[0])
 
 
+def read_text(uri: str) -> str:
+    """A small index file's text; gzip (CompressionType Gzip) is recognised by its magic bytes."""
+    blob = storage.read_bytes(uri)
+    if blob[:2] == b"\x1f\x8b":
+        blob = gzip.decompress(blob)
+    return blob.decode("utf-8", errors="replace")
+
+
 def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str | None]) -> list[dict[str, Any]]:
     """Rows {id, uri, label} from an images + `.lst` channel pair, checked against the
     images that really exist under the image channel's root."""
-    lst_uri = find_one(lst_channel.uri, ".lst", lst_channel.name)
-    entries = parse_lst(storage.read_bytes(lst_uri).decode("utf-8", errors="replace"), lst_uri)
+    try:
+        lst_uri = find_one(lst_channel.uri, ".lst", lst_channel.name)
+    except ClientError:
+        lst_uri = find_one(lst_channel.uri, ".lst.gz", lst_channel.name)
+    entries = parse_lst(read_text(lst_uri), lst_uri)
     present = set(list_files(image_channel.uri))
     problems = []
     rows = []
@@ -68,25 +80,96 @@ def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str
     return rows
 
 
-def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 32):
+def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[dict[str, Any]]:
+    """Rows {id, uri, label} from an augmented manifest; `source-ref` values may be
+    s3:// URIs or paths relative to the manifest's folder."""
+    from raysight.formats.manifest import parse_manifest
+
+    uri = channel.uri
+    if list_files(uri) != [""]:
+        found = [f for f in list_files(uri) if f.endswith((".manifest", ".jsonl", ".json", ".gz"))]
+        if len(found) != 1:
+            raise ClientError(f"channel '{channel.name}' ({uri}) must name one augmented manifest file")
+        uri = storage.join(uri, found[0])
+    lines = parse_manifest(read_text(uri), channel.attribute_names, uri)
+    base = uri.rsplit("/", 1)[0]
+    rows, problems = [], []
+    for line in lines:
+        where = f"{uri} line {line.lineno}"
+        try:
+            label = to_label(line.label, where)
+        except (ValueError, ClientError) as exc:
+            problems.append(str(exc) if isinstance(exc, ClientError) else f"{where}: {exc}")
+            continue
+        ref = line.ref if "://" in line.ref else storage.join(base, line.ref)
+        rows.append({"id": line.lineno, "uri": ref, "label": label})
+    if problems:
+        raise ClientError(problems[:20])
+    return rows
+
+
+def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 32, seed: int | None = None):
     """A Ray Dataset that reads and decodes `rows` lazily with `decode`.
 
     Shuffling happens on the light index rows before any image is read, and
     re-runs every time the dataset is iterated, so each epoch sees a new order.
+    With a seed (ShuffleConfig.Seed) the rows are permuted once, reproducibly, and
+    the train loop's seeded local shuffle varies the order per epoch.
     """
     import ray.data
 
     blocks = max(1, min(len(rows) // ROWS_PER_BLOCK + 1, 200))
+    if shuffle and seed is not None:
+        order = np.random.default_rng(seed).permutation(len(rows))
+        rows = [rows[i] for i in order]
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    if shuffle:
+    if shuffle and seed is None:
         ds = ds.random_shuffle()
     return ds.map_batches(decode, batch_size=batch_size, batch_format="numpy")
 
 
-def read_all(uris) -> list[bytes]:
-    """Bytes of each URI; one filesystem object per scheme for the whole batch."""
+def file_mode_cache(channel) -> str | None:
+    """The node-local cache folder for a File-mode channel; None streams (Pipe mode)."""
+    return storage.cache_dir() if channel.input_mode == "File" else None
+
+
+def recordio_dataset(channel):
+    """A channel's `.rec` files (an `.idx` beside one sets its split points) as a Ray
+    dataset of raw records, streamed by byte ranges."""
+    import ray.data
+
+    from raysight.sources import RecordIODatasource, check_idx
+
+    files = list_files(channel.uri)
+    gz = channel.compression == "Gzip"
+    recs = [f for f in files if f.endswith(".rec") or (gz and f.endswith(".rec.gz"))]
+    if files == [""]:  # the URI names one file
+        recs = [""]
+    if not recs:
+        raise ClientError(f"channel '{channel.name}' ({channel.uri}) holds no .rec files")
+    uris = [storage.join(channel.uri, f) if f else channel.uri for f in recs]
+    fs = storage.filesystem(channel.uri)
+    sizes = [fs.get_file_info(storage.path_of(u)).size for u in uris]
+    split_points = {}
+    for uri, rel in zip(uris, recs):
+        idx = (rel or uri)[: -len(".rec")] + ".idx" if not gz else None
+        if idx and idx in files:
+            sample = 256 if storage.is_remote(uri) else None
+            split_points[uri] = check_idx(uri, storage.join(channel.uri, idx), sample)
+    source = RecordIODatasource(uris, sizes, gzipped=gz, split_points=split_points,
+                                cache=file_mode_cache(channel))
+    return ray.data.read_datasource(source)
+
+
+def read_all(uris, cache: str | None = None) -> list[bytes]:
+    """Bytes of each URI; one filesystem object per scheme for the whole batch. In file
+    mode (`cache` set) remote objects are read through a node-local copy there."""
     out, filesystems = [], {}
     for uri in map(str, uris):
+        if cache and storage.is_remote(uri):
+            with open(storage.cached(uri, cache), "rb") as f:
+                out.append(f.read())
+            continue
         scheme = uri.split("://", 1)[0] if "://" in uri else ""
         if scheme not in filesystems:
             filesystems[scheme] = storage.filesystem(uri)

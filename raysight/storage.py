@@ -95,3 +95,43 @@ def local_path(uri: str) -> str | None:
     """The filesystem path when `uri` is local, else None."""
     fs, path = resolve(uri)
     return path if isinstance(fs, pafs.LocalFileSystem) else None
+
+
+CACHE_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "raysight", "file-mode")
+
+
+def cache_dir() -> str:
+    """Where file mode keeps node-local copies: RAYSIGHT_CACHE_DIR, else ~/.cache/raysight."""
+    return os.environ.get("RAYSIGHT_CACHE_DIR") or CACHE_ROOT
+
+
+def cached(uri: str, cache_root: str | None = None) -> str:
+    """File mode: a node-local copy of a remote object (downloaded once, renamed into
+    place atomically so concurrent readers never see a partial file). Local URIs are
+    returned as their path unchanged."""
+    local = local_path(uri)
+    if local is not None:
+        return local
+    import hashlib
+
+    root = cache_root or cache_dir()
+    name = hashlib.sha1(uri.encode()).hexdigest()[:16] + "-" + posixpath.basename(uri)
+    target = os.path.join(root, name)
+    if not os.path.exists(target):
+        os.makedirs(root, exist_ok=True)
+        fs, path = resolve(uri)
+        tmp = f"{target}.{os.getpid()}.partial"
+        with fs.open_input_stream(path, compression=None) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(8 << 20):
+                dst.write(chunk)
+        os.replace(tmp, target)
+    return target
+
+
+# Non-secret settings a Ray worker needs to reach the same S3 endpoint as the driver;
+# credentials stay with each node's own AWS chain.
+PROPAGATED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -18,8 +19,46 @@ TINY_HP = {"image_shape": "3,8,8", "resize": "9", "epochs": "3", "mini_batch_siz
            "lr_scheduler_step": "", "learning_rate": "0.05"}
 
 
+BUCKET = "raysight-test"
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3():
+    """A real S3 endpoint on loopback (moto's server), reached through the standard AWS
+    variables, set before Ray starts so every Ray worker inherits them."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def upload_tree(client, local_root: str, prefix: str) -> str:
+    for dirpath, _, files in os.walk(local_root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            key = prefix + "/" + os.path.relpath(path, local_root).replace(os.sep, "/")
+            client.upload_file(path, BUCKET, key)
+    return f"s3://{BUCKET}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3):
     """One real local Ray for the session; subprocesses join it through RAY_ADDRESS."""
     import ray
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from raysight import data, images
+from raysight.formats import recordio
 from raysight.algorithms import register
 from raysight.algorithms.base import Algorithm
 from raysight.errors import ClientError
@@ -87,7 +88,8 @@ HYPERPARAMETERS = [
 class Decode:
     """Ray Data map_batches op: read → decode → resize → crop/augment → uint8 NHWC."""
 
-    def __init__(self, hp: dict[str, Any], training: bool):
+    def __init__(self, hp: dict[str, Any], training: bool, cache: str | None = None):
+        self.cache = cache  # file mode: node-local copies; None streams (pipe mode)
         self.shape = hp["image_shape"]
         self.resize = hp["resize"]
         self.augment = hp["augmentation_type"] if training else None
@@ -97,9 +99,20 @@ class Decode:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _, height, width = self.shape
         rng = np.random.default_rng() if self.augment else None
-        out = np.empty((len(batch["uri"]), height, width, 3), dtype=np.uint8)
-        for i, (uri, raw) in enumerate(zip(batch["uri"], data.read_all(batch["uri"]))):
-            image = images.decode_rgb(raw, str(uri))
+        if "record" in batch:  # RecordIO: IRHeader + encoded image
+            where = [f"{s} record at byte {o}" for s, o in zip(batch["source"], batch["offset"])]
+            records = [recordio.unpack_image(bytes(r), w) for r, w in zip(batch["record"], where)]
+            labels = [self._checked(r.label, w) for r, w in zip(records, where)]
+            blobs = [r.image for r in records]
+        else:  # images + .lst: labels were checked against the list already
+            where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
+            labels = list(batch["label"])
+        out = np.empty((len(blobs), height, width, 3), dtype=np.uint8)
+        for i, (uri, raw) in enumerate(zip(where, blobs)):
+            try:
+                image = images.decode_rgb(raw, str(uri))
+            except images.BadImage as exc:
+                raise ClientError(str(exc)) from None
             if self.resize:
                 image = images.resize_shorter(image, self.resize)
             if self.augment == "crop_color_transform":
@@ -118,12 +131,32 @@ class Decode:
             if self.augment in ("crop_color", "crop_color_transform"):
                 pixels = images.jitter_hls(pixels, rng.uniform(-36, 36), rng.uniform(-50, 50), rng.uniform(-50, 50))
             out[i] = pixels
-        return {"image": out, "label": self._labels(batch["label"])}
+        return {"image": out, "label": self._labels(labels)}
+
+    def _checked(self, label: np.ndarray, where: str) -> np.ndarray:
+        problem = label_problem(tuple(float(x) for x in label), where, self.num_classes, self.multi_label)
+        if problem:
+            raise ClientError(problem)
+        return label
 
     def _labels(self, labels) -> np.ndarray:
         if not self.multi_label:
             return np.asarray([int(row[0]) for row in labels], dtype=np.int64)
         return np.asarray([list(row) for row in labels], dtype=np.float32)
+
+
+def label_problem(labels: tuple, where: str, k: int, multi: bool) -> str | None:
+    """What is wrong with one sample's labels, or None."""
+    if multi:
+        if len(labels) != k:
+            return f"{where}: multi-label row has {len(labels)} labels, expected num_classes={k}"
+        if any(x not in (0.0, 1.0) for x in labels):
+            return f"{where}: multi-label values must be 0 or 1, got {list(labels)}"
+        return None
+    c = labels[0]
+    if not float(c).is_integer() or not 0 <= c < k:
+        return f"{where}: class id {c:g} must be an integer in [0, {k - 1}] (num_classes={k})"
+    return None
 
 
 class ImageClassification(Algorithm):
@@ -159,6 +192,14 @@ class ImageClassification(Algorithm):
             if split not in channels:
                 return [f"channel '{split}' is required (got: {', '.join(channels) or 'none'})"]
         mime = channels["train"].mime
+        manifests = [c for c in ("train", "validation") if channels[c].s3_data_type == "AugmentedManifestFile"]
+        if manifests:
+            problems = [f"channel '{c}' (AugmentedManifestFile) needs AttributeNames [image attribute, label "
+                        f"attribute], got {channels[c].attribute_names}" for c in manifests
+                        if len(channels[c].attribute_names) != 2]
+            if len(manifests) == 1:
+                problems.append("train and validation must both be augmented manifests")
+            return problems
         if mime in IMAGE_TYPES:
             missing = [c for c in ("train_lst", "validation_lst") if c not in channels]
             if missing:
@@ -168,8 +209,7 @@ class ImageClassification(Algorithm):
                 return ["hyperparameter 'resize' is required for image content types"]
             return []
         if mime == RECORDIO:
-            return ["content type application/x-recordio is not supported yet; use images + .lst "
-                    "(application/x-image)"]
+            return []
         return [f"channel 'train' content type '{channels['train'].content_type}' must be one of "
                 f"{', '.join(IMAGE_TYPES + (RECORDIO,))}"]
 
@@ -186,27 +226,42 @@ class ImageClassification(Algorithm):
     def datasets(self, job, hp):
         datasets = {}
         for split in ("train", "validation"):
-            rows = data.lst_rows(job.channels[split], job.channels[f"{split}_lst"], self._label_checker(hp))
-            datasets[split] = data.rows_dataset(rows, Decode(hp, training=split == "train"),
-                                                shuffle=split == "train")
+            channel = job.channels[split]
+            decode = Decode(hp, training=split == "train", cache=data.file_mode_cache(channel))
+            if channel.s3_data_type == "AugmentedManifestFile":
+                rows = data.manifest_rows(channel, self._manifest_label(hp, channel))
+            elif channel.mime == RECORDIO:
+                ds = data.recordio_dataset(channel)
+                datasets[split] = ds.map_batches(decode, batch_size=32, batch_format="numpy")
+                continue
+            else:
+                rows = data.lst_rows(channel, job.channels[f"{split}_lst"], self._label_checker(hp))
+            datasets[split] = data.rows_dataset(rows, decode, shuffle=split == "train", seed=channel.shuffle_seed)
         return datasets
 
+    def _manifest_label(self, hp, channel):
+        """Manifest label attribute → the same label list a .lst row would give."""
+        from raysight.formats.manifest import label_values
+
+        k, multi = hp["num_classes"], bool(hp["multi_label"])
+        class_ids = "label-format=class-id" in channel.content_type.replace(" ", "")
+
+        def convert(value, where):
+            values = label_values(value)
+            if multi and class_ids:
+                bad = [v for v in values if not float(v).is_integer() or not 0 <= v < k]
+                if bad:
+                    raise ClientError(f"{where}: class ids {bad} must be integers in [0, {k - 1}]")
+                values = [1.0 if i in set(map(int, values)) else 0.0 for i in range(k)]
+            problem = label_problem(tuple(values), where, k, multi)
+            if problem:
+                raise ClientError(problem)
+            return values
+
+        return convert
+
     def _label_checker(self, hp):
-        k, multi = hp["num_classes"], hp["multi_label"]
-
-        def check(labels: tuple, where: str) -> str | None:
-            if multi:
-                if len(labels) != k:
-                    return f"{where}: multi-label row has {len(labels)} labels, expected num_classes={k}"
-                if any(x not in (0.0, 1.0) for x in labels):
-                    return f"{where}: multi-label values must be 0 or 1, got {list(labels)}"
-                return None
-            c = labels[0]
-            if not float(c).is_integer() or not 0 <= c < k:
-                return f"{where}: class id {c:g} must be an integer in [0, {k - 1}] (num_classes={k})"
-            return None
-
-        return check
+        return lambda labels, where: label_problem(labels, where, hp["num_classes"], bool(hp["multi_label"]))
 
     def prepare_batch(self, batch, hp, training):
         import torch

@@ -127,13 +127,16 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
         "steps_per_epoch": steps_per_epoch(hp, hosts),
         "worker_batch_size": scaling.pop("worker_batch_size"),
         "torch_threads": scaling.pop("torch_threads"),
+        # A local shuffle buffer mixes records that arrive in file order (RecordIO).
+        "shuffle_buffer": 8 * max(1, hp.get("mini_batch_size", 32)),
+        "shuffle_seed": job.channels["train"].shuffle_seed if "train" in job.channels else None,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=scaling.pop("scaling_config"),
         datasets=datasets,
-        dataset_config=ExactValidationDataConfig(),
+        dataset_config=ExactValidationDataConfig(ordered=["train"] if config["shuffle_seed"] is not None else []),
         run_config=RunConfig(
             name=job.name,
             storage_path=storage_path,

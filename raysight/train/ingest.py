@@ -9,6 +9,15 @@ class ExactValidationDataConfig(DataConfig):
     "validation" unequally, so every validation sample is scored exactly once
     (an equal split may drop rows to even the shares)."""
 
+    def __init__(self, ordered: list[str] = (), **kwargs):
+        """`ordered`: datasets whose row order must be reproducible (ShuffleConfig.Seed)."""
+        options = {}
+        for name in ordered:
+            opts = DataConfig.default_ingest_options()
+            opts.preserve_order = True
+            options[name] = opts
+        super().__init__(execution_options=options or None, **kwargs)
+
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         exact = {k: v for k, v in datasets.items() if k == "validation"}
         rest = {k: v for k, v in datasets.items() if k != "validation"}

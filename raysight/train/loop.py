@@ -65,7 +65,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.train()
         meter = algo.meter(hp, "train")
         window, window_start = 0, time.time()
-        for b, batch in enumerate(train_shard.iter_torch_batches(batch_size=batch_size, device=device)):
+        seed = config.get("shuffle_seed")
+        batches = train_shard.iter_torch_batches(
+            batch_size=batch_size, device=device, local_shuffle_buffer_size=config.get("shuffle_buffer"),
+            local_shuffle_seed=None if seed is None else seed + epoch)  # reproducible, new each epoch
+        for b, batch in enumerate(batches):
             batch = algo.prepare_batch(batch, hp, training=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(batch["image"])

@@ -27,12 +27,15 @@ def ensure_ray() -> None:
     """Connect to RAY_ADDRESS when set, else start a local Ray."""
     import ray
 
+    from raysight.storage import worker_env
+
     if ray.is_initialized():
         return
+    runtime_env = {"env_vars": worker_env()} if worker_env() else None
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=True, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=local_cpus(), log_to_driver=True)
+        ray.init(num_cpus=local_cpus(), log_to_driver=True, runtime_env=runtime_env)
 
 
 def gpus_per_instance(instance_type: str) -> int:
