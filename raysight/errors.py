@@ -14,3 +14,11 @@ class ClientError(ValueError):
             problems = [problems]
         self.problems = list(problems)
         super().__init__("ClientError: " + "; ".join(self.problems))
+
+
+def client_error_text(exc: BaseException) -> str | None:
+    """The `ClientError: ...` line inside an exception, also when Ray has wrapped it
+    (a data problem found in a Ray Data task reaches the train loop that way)."""
+    text = str(exc)
+    at = text.find("ClientError: ")
+    return text[at:].splitlines()[0][:1024] if at >= 0 else None

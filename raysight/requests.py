@@ -150,6 +150,11 @@ def parse_training_job(request: dict[str, Any]) -> TrainingJob:
                 problems.append(f"InputDataConfig: channel '{channel.name}' appears twice")
             channels[channel.name] = channel
 
+    if "train" in channels and "validation" in channels:
+        a, b = (channels[c].uri.rstrip("/") + "/" for c in ("train", "validation"))
+        if a.startswith(b) or b.startswith(a):
+            problems.append(f"channels 'train' ({channels['train'].uri}) and 'validation' "
+                            f"({channels['validation'].uri}) must live under different prefixes")
     checkpoint = (request.get("CheckpointConfig") or {}).get("S3Uri")
     if problems:
         raise ClientError(problems)

@@ -13,7 +13,7 @@ import traceback
 from typing import Any
 
 from raysight import algorithms, artifacts, storage
-from raysight.errors import ClientError
+from raysight.errors import ClientError, client_error_text
 from raysight.hyperparams import parse_hyperparameters
 from raysight.requests import TrainingJob, parse_training_job
 from raysight.train.loop import steps_per_epoch, train_loop_per_worker
@@ -55,7 +55,8 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         describe["TrainingStartTime"] = time.time()
         result = _fit(job, algo, hp, datasets, scaling, callbacks)
         tarball_uri = _write_model(job, algo, hp, result)
-        metrics = result.metrics or {}
+        history = (result.return_value or {}).get("history") or []
+        metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
         describe.update(
             TrainingJobStatus="Completed",
             SecondaryStatus="Completed",
@@ -73,8 +74,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=str(exc)[:1024])
     except Exception as exc:  # noqa: BLE001 - any crash becomes a Failed job with its reason
         traceback.print_exc()
-        describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
-                        FailureReason=f"AlgorithmError: {exc}"[:1024])
+        describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=failure_reason(exc))
     end = time.time()
     describe.update(TrainingEndTime=end, LastModifiedTime=end,
                     TrainingTimeInSeconds=int(end - describe.get("TrainingStartTime", start)))
@@ -97,6 +97,10 @@ def _quiet_data_progress() -> None:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
+
+
+def failure_reason(exc: BaseException) -> str:
+    return client_error_text(exc) or f"AlgorithmError: {exc}"[:1024]
 
 
 def _check_name_free(job: TrainingJob) -> None:
@@ -150,6 +154,9 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
     result = trainer.fit()
     if result.error:
         raise result.error
+    outcome = result.return_value or {}
+    if outcome.get("client_error"):  # bad data met by the workers: no retry helps
+        raise ClientError(outcome["client_error"].removeprefix("ClientError: "))
     return result
 
 

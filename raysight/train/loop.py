@@ -7,6 +7,7 @@ when the epoch is worth keeping, (4) apply the early-stopping rule.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from raysight.train.optim import build_optimizer, lr_multiplier
 SPEED_EVERY = 20  # batches between "Speed:" lines
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
     import ray.train.torch
 
@@ -51,6 +52,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch = state["epoch"] + 1 if state else 0
     best = state["best"] if state else None
     since_best = state["since_best"] if state else 0
+    history = state.get("history", []) if state else []  # per-epoch metrics, for job.json and curves
     amp = hp.get("precision_dtype") == "float16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -59,6 +61,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     batch_size = config["worker_batch_size"]
     objective = algo.objective
 
+    failures = DataFailures()
     for epoch in range(start_epoch, hp["epochs"]):
         tic = time.time()
         # 1. train
@@ -69,7 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = train_shard.iter_torch_batches(
             batch_size=batch_size, device=device, local_shuffle_buffer_size=config.get("shuffle_buffer"),
             local_shuffle_seed=None if seed is None else seed + epoch)  # reproducible, new each epoch
-        for b, batch in enumerate(batches):
+        for b, batch in enumerate(synced(batches, failures)):
             batch = algo.prepare_batch(batch, hp, training=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(batch["image"])
@@ -86,16 +89,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 running = "\t".join(f"{k}={v:.6f}" for k, v in meter.local().items())
                 log(f"Epoch[{epoch}] Batch [{b + 1}]\tSpeed: {speed:.2f} samples/sec\t{running}")
                 window, window_start = 0, time.time()
+        if failures.agreed():
+            break
         metrics = meter.compute()
 
         # 2. validate (unwrapped model: no DDP collectives, shares may differ in size)
         model.eval()
         net = model.module if hasattr(model, "module") else model
         meter = algo.meter(hp, "validation")
-        with torch.inference_mode():
+        with torch.inference_mode(), failures.catch():
             for batch in val_shard.iter_torch_batches(batch_size=batch_size, device=device):
                 batch = algo.prepare_batch(batch, hp, training=False)
                 meter.update(net(batch["image"]).float(), batch)
+        if failures.agreed():
+            break
         metrics.update(meter.compute())
         seconds = time.time() - tic
 
@@ -112,8 +119,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             log(f"Storing the best model with {objective.replace(':', ' ')}: {score:.6f}", flush=True)
         keep = improved or _frequency_epoch(hp, epoch)
         metrics.update(epoch=epoch, best=best, keep_reason="best" if improved else ("frequency" if keep else ""))
+        history.append({k: v for k, v in metrics.items() if ":" in k} | {"epoch": epoch, "seconds": seconds})
         state = {"epoch": epoch, "best": best, "since_best": since_best, "improved": improved,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                 "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         _report(metrics, net, state, algo, keep and rank == 0)
 
         # 4. early stopping (every worker sees the same reduced metrics, so all stop together)
@@ -121,6 +129,84 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 and since_best >= hp["early_stopping_patience"]):
             log(f"Early stopping at epoch {epoch}: no {objective} improvement for {since_best} epochs", flush=True)
             break
+
+    # What the driver needs beyond checkpoints: Ray Train returns rank 0's value.
+    return {"history": history, "client_error": failures.message}
+
+
+class DataFailures:
+    """Bad data (a ClientError raised in a Ray Data task) must end the job on every
+    worker at once, without Ray Train's restarts: a restart reads the same bad record.
+    Workers agree through a tiny all-reduce, then all report the message and return."""
+
+    def __init__(self):
+        self.message: str | None = None
+
+    def record(self, exc: BaseException) -> None:
+        from raysight.errors import client_error_text
+
+        self.message = client_error_text(exc)
+        if self.message is None:
+            raise exc
+
+    @contextlib.contextmanager
+    def catch(self):
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is bad data
+            self.record(exc)
+
+    def agreed(self) -> bool:
+        """True on every worker when any worker met bad data; every worker then holds
+        the first message, which the loop returns to the driver."""
+        if not _all_max(1 if self.message else 0):
+            return False
+        self.message = next(m for m in _gather(self.message) if m)
+        return True
+
+
+def synced(batches, failures: DataFailures):
+    """Yield batches while every worker still has one and none met bad data, so DDP
+    workers never wait on a peer that has stopped."""
+    it = iter(batches)
+    while True:
+        status = 0
+        try:
+            batch = next(it)
+        except StopIteration:
+            status = 1
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is bad data
+            failures.record(exc)
+            status = 2
+        if _all_max(status):  # a peer's bad-data message is gathered later, in agreed()
+            return
+        yield batch
+
+
+def _all_max(value: int) -> int:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int32, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _gather(message):
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [message]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, message)
+    return out
+
+
+def _collective_device():
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def metric_logger():

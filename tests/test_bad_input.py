@@ -1,0 +1,133 @@
+"""Bad data gets a ClientError naming the file, line or record offset, and nothing
+half-written is left as if complete."""
+import copy
+import io
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raysight.errors import ClientError
+from raysight.formats import recordio
+from raysight.formats.manifest import parse_manifest
+from raysight.requests import parse_training_job
+from tests.conftest import run_cli, tiny_request, write_json
+
+
+def png(size=(8, 8), mode="RGB"):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def rec_channel(tmp_path, name, payloads, idx=None):
+    folder = tmp_path / name
+    folder.mkdir()
+    with open(folder / "data.rec", "wb") as f:
+        offsets = recordio.write_records(f, payloads)
+    if idx is not None:
+        (folder / "data.idx").write_text(idx(offsets))
+    return folder
+
+
+def rec_request(tmp_path, train, validation, name):
+    request = tiny_request("/unused", str(tmp_path / "out"), name, {"train": 4}, epochs="1")
+    request["HyperParameters"].pop("resize")
+    request["InputDataConfig"] = [
+        {"ChannelName": c, "ContentType": "application/x-recordio",
+         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(u)}}}
+        for c, u in (("train", train), ("validation", validation))]
+    return write_json(tmp_path / f"{name}.json", request)
+
+
+def failed_job(tmp_path, name):
+    with open(tmp_path / "out" / name / "output" / "job.json") as f:
+        job = json.load(f)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert not (tmp_path / "out" / name / "output" / "model.tar.gz").exists()
+    return job["FailureReason"]
+
+
+def test_recordio_problems_fail_the_job_with_file_and_offset(ray_cluster, tmp_path):
+    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
+    validation = rec_channel(tmp_path, "validation", good)
+    cases = {
+        "bad-label": ([recordio.pack_image(12, png(), id=0)] + good, "record at byte 0: class id 12 must be an "
+                                                                     "integer in [0, 9]"),
+        "corrupt-image": (good[:1] + [recordio.pack_image(1, b"\x89PNG broken", id=9)],
+                          "cannot decode image"),
+    }
+    for name, (payloads, expected) in cases.items():
+        train = rec_channel(tmp_path, f"train-{name}", payloads)
+        proc = run_cli("train", rec_request(tmp_path, train, validation, name))
+        assert proc.returncode == 1
+        reason = failed_job(tmp_path, name)
+        assert reason.startswith("ClientError: ") and expected in reason, reason
+        assert "data.rec" in reason
+
+
+def test_truncated_and_wrong_magic_rec(ray_cluster, tmp_path):
+    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
+    validation = rec_channel(tmp_path, "validation", good)
+    train = rec_channel(tmp_path, "train-trunc", good)
+    blob = (train / "data.rec").read_bytes()
+    (train / "data.rec").write_bytes(blob[:-10])
+    proc = run_cli("train", rec_request(tmp_path, train, validation, "truncated"))
+    assert proc.returncode == 1
+    reason = failed_job(tmp_path, "truncated")
+    assert "ClientError: " in reason and "data.rec at byte" in reason and "truncated record" in reason
+
+    bad = rec_channel(tmp_path, "train-magic", [])
+    (bad / "data.rec").write_bytes(b"not a recordio file at all")
+    proc = run_cli("inspect", str(bad))
+    assert proc.returncode == 1 and "data.rec at byte 0: bad magic" in proc.stdout
+
+
+def test_idx_offsets_must_point_at_records(ray_cluster, tmp_path):
+    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
+    validation = rec_channel(tmp_path, "validation", good)
+    train = rec_channel(tmp_path, "train", good, idx=lambda offs: recordio.format_idx(
+        [(0, offs[0]), (1, offs[1] + 4)]))
+    proc = run_cli("train", rec_request(tmp_path, train, validation, "bad-idx"))
+    assert proc.returncode == 1
+    assert f"data.idx: key 1 offset" in failed_job(tmp_path, "bad-idx")
+    assert "does not point at a record" in failed_job(tmp_path, "bad-idx")
+
+
+def test_grayscale_is_converted_and_cmyk_too(tmp_path):
+    from raysight.images import BadImage, decode_rgb
+
+    assert decode_rgb(png(mode="L")).mode == "RGB"
+    buf = io.BytesIO()
+    Image.new("CMYK", (4, 4)).save(buf, "JPEG")
+    assert decode_rgb(buf.getvalue()).mode == "RGB"
+    with pytest.raises(BadImage, match="x.png: cannot decode image"):
+        decode_rgb(b"garbage", "x.png")
+
+
+def test_manifest_problems_are_named():
+    text = '{"source-ref": "a.png", "class": "1"}\nnot json\n{"source-ref": "b.png"}\n'
+    with pytest.raises(ClientError) as e:
+        parse_manifest(text, ["source-ref", "class"], "m.manifest")
+    assert "m.manifest line 2: not JSON" in str(e.value)
+    assert "m.manifest line 3: missing attribute 'class'" in str(e.value)
+    with pytest.raises(ClientError, match="first attribute must be the image reference"):
+        parse_manifest(text, ["class", "source-ref"], "m.manifest")
+
+
+def test_train_and_validation_must_not_share_a_prefix():
+    request = tiny_request("/data", "/out", "same-prefix", {"train": 4})
+    request["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"] = "/data/train/sub"
+    with pytest.raises(ClientError, match="must live under different prefixes"):
+        parse_training_job(request)
+
+
+def test_missing_required_channel_is_named(tmp_path):
+    request = tiny_request("/data", str(tmp_path), "no-val", {"train": 4})
+    request["InputDataConfig"] = request["InputDataConfig"][:1]
+    proc = run_cli("train", "--validate-only", write_json(tmp_path / "r.json", request))
+    assert proc.returncode == 2 and "channel 'validation' is required" in proc.stderr
