@@ -133,9 +133,22 @@ def file_mode_cache(channel) -> str | None:
     return storage.cache_dir() if channel.input_mode == "File" else None
 
 
-def recordio_dataset(channel):
+def shard_rows(rows: list[dict[str, Any]], shards: int, channel) -> list[list[dict[str, Any]]]:
+    """ShardedByS3Key: worker i of n gets the rows of every n-th object (sorted keys)."""
+    if shards == 1:
+        return [rows]
+    keys = sorted({r["uri"] for r in rows})
+    if len(keys) < shards:
+        raise ClientError(f"channel '{channel.name}' is ShardedByS3Key over {len(keys)} objects for {shards} "
+                          "workers; it needs at least one object per worker")
+    owner = {k: i % shards for i, k in enumerate(keys)}
+    return [[r for r in rows if owner[r["uri"]] == i] for i in range(shards)]
+
+
+def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
     """A channel's `.rec` files (an `.idx` beside one sets its split points) as a Ray
-    dataset of raw records, streamed by byte ranges."""
+    dataset of raw records, streamed by byte ranges. `shard` = (i, n) keeps every n-th
+    file from the i-th (ShardedByS3Key)."""
     import ray.data
 
     from raysight.sources import RecordIODatasource, check_idx
@@ -147,6 +160,11 @@ def recordio_dataset(channel):
         recs = [""]
     if not recs:
         raise ClientError(f"channel '{channel.name}' ({channel.uri}) holds no .rec files")
+    index, count = shard
+    if len(recs) < count:
+        raise ClientError(f"channel '{channel.name}' is ShardedByS3Key over {len(recs)} .rec files for {count} "
+                          "workers; it needs at least one file per worker")
+    recs = recs[index::count]
     uris = [storage.join(channel.uri, f) if f else channel.uri for f in recs]
     fs = storage.filesystem(channel.uri)
     sizes = [fs.get_file_info(storage.path_of(u)).size for u in uris]

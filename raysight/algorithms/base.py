@@ -30,8 +30,10 @@ class Algorithm:
         raise NotImplementedError
 
     # -- data ---------------------------------------------------------------------
-    def datasets(self, job, hp: dict[str, Any]) -> dict[str, Any]:
-        """Ray Data datasets keyed "train" / "validation", validated and lazily decoded."""
+    def datasets(self, job, hp: dict[str, Any], shards: int = 1) -> dict[str, Any]:
+        """Ray Data datasets keyed "train" / "validation", validated and lazily decoded.
+        A ShardedByS3Key train channel gives a list of `shards` datasets, one per worker,
+        each holding its own objects."""
         raise NotImplementedError
 
     def prepare_batch(self, batch: dict, hp: dict[str, Any], training: bool) -> dict:

@@ -103,10 +103,10 @@ class Decode:
             where = [f"{s} record at byte {o}" for s, o in zip(batch["source"], batch["offset"])]
             records = [recordio.unpack_image(bytes(r), w) for r, w in zip(batch["record"], where)]
             labels = [self._checked(r.label, w) for r, w in zip(records, where)]
-            blobs = [r.image for r in records]
+            blobs, ids = [r.image for r in records], [r.id for r in records]
         else:  # images + .lst: labels were checked against the list already
             where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
-            labels = list(batch["label"])
+            labels, ids = list(batch["label"]), list(batch["id"])
         out = np.empty((len(blobs), height, width, 3), dtype=np.uint8)
         for i, (uri, raw) in enumerate(zip(where, blobs)):
             try:
@@ -131,7 +131,7 @@ class Decode:
             if self.augment in ("crop_color", "crop_color_transform"):
                 pixels = images.jitter_hls(pixels, rng.uniform(-36, 36), rng.uniform(-50, 50), rng.uniform(-50, 50))
             out[i] = pixels
-        return {"image": out, "label": self._labels(labels)}
+        return {"image": out, "label": self._labels(labels), "id": np.asarray(ids, dtype=np.int64)}
 
     def _checked(self, label: np.ndarray, where: str) -> np.ndarray:
         problem = label_problem(tuple(float(x) for x in label), where, self.num_classes, self.multi_label)
@@ -223,20 +223,24 @@ class ImageClassification(Algorithm):
         return build_resnet(hp["num_layers"], hp["num_classes"])
 
     # -- data ---------------------------------------------------------------------
-    def datasets(self, job, hp):
+    def datasets(self, job, hp, shards=1):
         datasets = {}
         for split in ("train", "validation"):
             channel = job.channels[split]
+            n = shards if split == "train" and channel.distribution == "ShardedByS3Key" else 1
             decode = Decode(hp, training=split == "train", cache=data.file_mode_cache(channel))
             if channel.s3_data_type == "AugmentedManifestFile":
                 rows = data.manifest_rows(channel, self._manifest_label(hp, channel))
             elif channel.mime == RECORDIO:
-                ds = data.recordio_dataset(channel)
-                datasets[split] = ds.map_batches(decode, batch_size=32, batch_format="numpy")
+                parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=32,
+                                                                            batch_format="numpy") for i in range(n)]
+                datasets[split] = parts if n > 1 else parts[0]
                 continue
             else:
                 rows = data.lst_rows(channel, job.channels[f"{split}_lst"], self._label_checker(hp))
-            datasets[split] = data.rows_dataset(rows, decode, shuffle=split == "train", seed=channel.shuffle_seed)
+            parts = [data.rows_dataset(part, decode, shuffle=split == "train", seed=channel.shuffle_seed)
+                     for part in data.shard_rows(rows, n, channel)]
+            datasets[split] = parts if n > 1 else parts[0]
         return datasets
 
     def _manifest_label(self, hp, channel):
@@ -328,14 +332,16 @@ class AccuracyMeter:
 
     def compute(self) -> dict[str, float]:
         import torch
-        import torch.distributed as dist
 
-        sums = self.sums if self.sums is not None else torch.zeros(3)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-        total = float(sums[1]) if len(sums) > 1 else 0.0
+        from raysight.train import dist
+
+        # Every worker contributes a tensor of the same width, even one that saw no
+        # samples (an exact validation split can leave a worker empty).
+        width = 3 if self.top_k and not self.multi_label else 2
+        sums = dist.all_sum(self.sums if self.sums is not None else torch.zeros(width))
+        total = float(sums[1])
         metrics = {f"{self.split}:accuracy": float(sums[0]) / total if total else 0.0}
-        if self.top_k and not self.multi_label and len(sums) > 2:
+        if width == 3:
             metrics[f"{self.split}:top_k_accuracy_{self.top_k}"] = float(sums[2]) / total if total else 0.0
         return metrics
 

@@ -51,7 +51,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         scaling, plan = scaling_for(job, hp)
         echo(plan)
         _quiet_data_progress()
-        datasets = algo.datasets(job, hp)  # reads index files and checks labels and paths
+        datasets = algo.datasets(job, hp, shards=scaling["scaling_config"].num_workers)  # checks index files
         describe["TrainingStartTime"] = time.time()
         result = _fit(job, algo, hp, datasets, scaling, callbacks)
         tarball_uri = _write_model(job, algo, hp, result)
@@ -118,15 +118,17 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from raysight.train.ingest import ExactValidationDataConfig
+    from raysight.train.ingest import ExactValidationDataConfig, flatten
 
     frequency = hp.get("checkpoint_frequency")
     hosts = job.instance_count
     storage_path = job.checkpoint_uri or storage.join(job.output_path, job.name, "checkpoints")
     if not storage.is_remote(storage_path):
         storage_path = storage.path_of(storage_path)
+    datasets = flatten(datasets)
     config = {
         "algorithm": algo.name,
+        "dataset_names": sorted(datasets),
         "hp": hp,
         "steps_per_epoch": steps_per_epoch(hp, hosts),
         "worker_batch_size": scaling.pop("worker_batch_size"),

@@ -4,6 +4,26 @@ from __future__ import annotations
 from ray.train import DataConfig
 
 
+SHARD = "#"
+
+
+def flatten(datasets: dict) -> dict:
+    """{"train": [ds0, ds1]} (ShardedByS3Key) → {"train#0": ds0, "train#1": ds1}."""
+    out = {}
+    for name, ds in datasets.items():
+        if isinstance(ds, list):
+            out.update({f"{name}{SHARD}{i}": part for i, part in enumerate(ds)})
+        else:
+            out[name] = ds
+    return out
+
+
+def shard_name(name: str, rank: int, names) -> str:
+    """The dataset a worker of `rank` reads for `name`."""
+    own = f"{name}{SHARD}{rank}"
+    return own if own in names else name
+
+
 class ExactValidationDataConfig(DataConfig):
     """Split "train" equally (DDP needs the same batch count on every worker) and
     "validation" unequally, so every validation sample is scored exactly once
@@ -20,8 +40,15 @@ class ExactValidationDataConfig(DataConfig):
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         exact = {k: v for k, v in datasets.items() if k == "validation"}
-        rest = {k: v for k, v in datasets.items() if k != "validation"}
+        sharded = {k: v for k, v in datasets.items() if SHARD in k}
+        rest = {k: v for k, v in datasets.items() if k != "validation" and SHARD not in k}
         output = super().configure(rest, world_size, worker_handles, worker_node_ids, **kwargs)
+        for key, ds in sharded.items():  # "train#3" is worker 3's own share of "train"
+            name, index = key.split(SHARD)
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options(name)
+            for rank in range(world_size):  # Ray Train wants every name on every rank; only
+                output[rank][key] = ds.iterator()  # rank `index` iterates this one (lazy)
         for name, ds in exact.items():
             if ds.name is None:
                 ds.set_name(name)

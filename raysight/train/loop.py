@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from raysight import algorithms
+from raysight.train import dist
+from raysight.train.ingest import shard_name
 from raysight.train.optim import build_optimizer, lr_multiplier
 
 SPEED_EVERY = 20  # batches between "Speed:" lines
@@ -56,7 +58,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     amp = hp.get("precision_dtype") == "float16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    train_shard = ray.train.get_dataset_shard("train")
+    # Ray Train hands out a dataset only once every rank has asked for it, so every rank
+    # asks for every train share, in the same order, and keeps its own.
+    names = config["dataset_names"]
+    shares = {n: ray.train.get_dataset_shard(n) for n in names if n.split("#")[0] == "train"}
+    train_shard = shares[shard_name("train", rank, names)]
     val_shard = ray.train.get_dataset_shard("validation")
     batch_size = config["worker_batch_size"]
     objective = algo.objective
@@ -159,9 +165,9 @@ class DataFailures:
     def agreed(self) -> bool:
         """True on every worker when any worker met bad data; every worker then holds
         the first message, which the loop returns to the driver."""
-        if not _all_max(1 if self.message else 0):
+        if not dist.all_max(1 if self.message else 0):
             return False
-        self.message = next(m for m in _gather(self.message) if m)
+        self.message = next(m for m in dist.gather(self.message) if m)
         return True
 
 
@@ -178,35 +184,9 @@ def synced(batches, failures: DataFailures):
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is bad data
             failures.record(exc)
             status = 2
-        if _all_max(status):  # a peer's bad-data message is gathered later, in agreed()
+        if dist.all_max(status):  # a peer's bad-data message is gathered later, in agreed()
             return
         yield batch
-
-
-def _all_max(value: int) -> int:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.int32, device=_collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def _gather(message):
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [message]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, message)
-    return out
-
-
-def _collective_device():
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def metric_logger():

@@ -1,0 +1,104 @@
+"""How channels reach workers: sharding, exact validation splits, seeded shuffles."""
+import threading
+
+import pytest
+
+from raysight import algorithms
+from raysight.errors import ClientError
+from raysight.hyperparams import parse_hyperparameters
+from raysight.requests import parse_training_job
+from raysight.train.ingest import ExactValidationDataConfig, flatten
+from tests.conftest import tiny_request
+
+IC = algorithms.get("image-classification")
+
+
+def job_and_hp(root, counts, distribution="FullyReplicated", seed=None):
+    request = tiny_request(root, "/tmp/unused", "ingest", counts)
+    for ch in request["InputDataConfig"]:
+        ch["DataSource"]["S3DataSource"]["S3DataDistributionType"] = distribution
+        if seed is not None:
+            ch["ShuffleConfig"] = {"Seed": seed}
+    job = parse_training_job(request)
+    return job, parse_hyperparameters(IC.hyperparameters, job.hyperparameters)
+
+
+def consume(iterators):
+    """Iterate every worker's iterator at once, as Train workers do; ids per worker."""
+    out = [None] * len(iterators)
+
+    def run(i):
+        out[i] = [int(x) for b in iterators[i].iter_batches(batch_size=16) for x in b["id"]]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(iterators))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return out
+
+
+def all_ids(root, split):
+    with open(f"{root}/{split}_lst/{split}.lst") as f:
+        return {int(line.split("\t")[0]) for line in f if line.strip()}
+
+
+@pytest.mark.parametrize("distribution", ["ShardedByS3Key", "FullyReplicated"])
+def test_two_workers_see_disjoint_shares(ray_cluster, digits_small, distribution):
+    root, counts = digits_small
+    job, hp = job_and_hp(root, counts, distribution)
+    datasets = flatten(IC.datasets(job, hp, shards=2))
+    assert ("train#0" in datasets) == (distribution == "ShardedByS3Key")
+    splits = ExactValidationDataConfig().configure(datasets, 2, None, None)
+    key = "train#{}" if distribution == "ShardedByS3Key" else "train"
+    train = consume([splits[0][key.format(0)], splits[1][key.format(1)]])
+    assert not set(train[0]) & set(train[1])
+    covered = set(train[0]) | set(train[1])
+    if distribution == "ShardedByS3Key":  # each worker reads its own objects, all of them
+        assert covered == all_ids(root, "train")
+        assert len(train[0]) == len(train[1]) == counts["train"] // 2
+    else:  # an equal split may leave out fewer rows than there are workers
+        assert covered <= all_ids(root, "train") and len(covered) >= counts["train"] - 1
+    validation = consume([splits[0]["validation"], splits[1]["validation"]])
+    assert not set(validation[0]) & set(validation[1])
+    assert sorted(validation[0] + validation[1]) == sorted(all_ids(root, "validation"))  # each exactly once
+
+
+def test_more_workers_than_objects_is_refused(ray_cluster, digits_small):
+    root, counts = digits_small
+    job, hp = job_and_hp(root, counts, "ShardedByS3Key")
+    with pytest.raises(ClientError, match="needs at least one object per worker"):
+        IC.datasets(job, hp, shards=10_000)
+
+
+def test_seeded_shuffle_is_reproducible(ray_cluster, digits_small):
+    root, counts = digits_small
+
+    def order(seed):
+        job, hp = job_and_hp(root, counts, seed=seed)
+        ds = IC.datasets(job, hp)["train"]
+        ds.context.execution_options.preserve_order = True
+        return [int(x) for b in ds.iter_batches(batch_size=64) for x in b["id"]]
+
+    first, again, other = order(5), order(5), order(6)
+    assert first == again
+    assert first != other and sorted(first) == sorted(other)
+
+
+def test_two_worker_ddp_job_with_sharded_channel(ray_cluster, digits_small, tmp_path):
+    import json
+
+    from tests.conftest import run_cli, write_json
+
+    root, counts = digits_small
+    request = tiny_request(root, str(tmp_path), "ddp-2", counts, epochs="6")
+    request["ResourceConfig"]["InstanceCount"] = 2
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = "ShardedByS3Key"
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "2 Ray Train worker(s)" in proc.stdout
+    with open(tmp_path / "ddp-2" / "output" / "job.json") as f:
+        metrics = {m["MetricName"]: m["Value"] for m in json.load(f)["FinalMetricDataList"]}
+    assert metrics["validation:accuracy"] > 0.2
+    # validation accuracy is a count over every validation image exactly once
+    assert round(metrics["validation:accuracy"] * counts["validation"], 6) % 1 == 0
