@@ -91,7 +91,7 @@ def cmd_train(args) -> int:
     record = driver.run(request)
     print(json.dumps({k: record.get(k) for k in ("TrainingJobName", "TrainingJobStatus", "FailureReason",
                                                   "FinalMetricDataList", "ModelArtifacts")}, indent=2))
-    return 0 if record["TrainingJobStatus"] == "Completed" else 1
+    return {"Completed": 0, "Stopped": 3}.get(record["TrainingJobStatus"], 1)
 
 
 def cmd_serve(args) -> int:

@@ -83,7 +83,8 @@ def read_range(uri: str, start: int, end: int, gzipped: bool, cache: str | None 
 
 
 def _resync(f, uri: str, start: int, end: int) -> int | None:
-    pos = start - start % 4
+    """The first record starting in [start, end): records start 4-byte aligned."""
+    pos = start + (-start) % 4
     while pos < end:
         data = f.read_at(SCAN_CHUNK + 8, pos)
         found = recordio.find_record_start(data)

@@ -101,3 +101,21 @@ def test_idx_parse_and_format():
     assert recordio.parse_idx(text) == [(1, 0), (5, 40)]
     with pytest.raises(ClientError, match=r"x.idx line 1"):
         recordio.parse_idx("zero\tx\n", "x.idx")
+
+
+def test_byte_ranges_cover_every_record_once(tmp_path):
+    """Read tasks split a file at arbitrary byte offsets; each record lands in exactly one."""
+    import os
+
+    from raysight.sources import RecordIODatasource, read_range
+
+    path = str(tmp_path / "r.rec")
+    with open(path, "wb") as f:
+        offsets = recordio.write_records(f, [os.urandom(n) for n in range(1, 3000, 7)] + [MAGIC * 5])
+    size = os.path.getsize(path)
+    for chunk in (1 << 20, 997, 4096, 13):
+        source = RecordIODatasource([path], [size])
+        ranges = source._ranges(path, size, chunk) if chunk >= 1 << 20 else \
+            [(s, min(s + chunk, size)) for s in range(0, size, chunk)]
+        seen = [o for s, e in ranges for t in read_range(path, s, e, False) for o in t.column("offset").to_pylist()]
+        assert seen == offsets, chunk

@@ -29,6 +29,43 @@ class Algorithm:
     def build_model(self, hp: dict[str, Any]):
         raise NotImplementedError
 
+    architecture_keys: tuple[str, ...] = ()  # must match for incremental training
+
+    def pretrained_state(self, hp: dict[str, Any]):
+        """The network's state dict with ImageNet backbone weights (use_pretrained_model=1)."""
+        raise NotImplementedError
+
+    def initial_state(self, job, hp: dict[str, Any]):
+        """Starting weights: the `model` channel's (incremental training), else the
+        pretrained backbone when asked, else None (random init). Checked in the driver,
+        before any worker starts."""
+        if "model" in job.channels:
+            return self._incremental_state(job.channels["model"], hp)
+        if hp.get("use_pretrained_model"):
+            return self.pretrained_state(hp)
+        return None
+
+    def _incremental_state(self, channel, hp):
+        import os
+        import tempfile
+
+        import torch
+
+        from raysight import artifacts, data
+        from raysight.errors import ClientError
+
+        uri = channel.uri if channel.uri.endswith(".tar.gz") else data.find_one(channel.uri, ".tar.gz", "model")
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = artifacts.extract(uri, tmp)
+            if meta.get("algorithm") != self.name:
+                raise ClientError(f"model channel: {uri} holds a '{meta.get('algorithm')}' model, not {self.name}")
+            old = meta["hyperparameters"]
+            mismatched = [f"{k} is {_plain(old.get(k))} in the model but {_plain(hp.get(k))} in this job"
+                          for k in self.architecture_keys if _plain(old.get(k)) != _plain(hp.get(k))]
+            if mismatched:
+                raise ClientError([f"model channel {uri}: {m}" for m in mismatched])
+            return torch.load(os.path.join(tmp, meta["params"]), map_location="cpu", weights_only=True)
+
     # -- data ---------------------------------------------------------------------
     def datasets(self, job, hp: dict[str, Any], shards: int = 1) -> dict[str, Any]:
         """Ray Data datasets keyed "train" / "validation", validated and lazily decoded.
@@ -58,3 +95,8 @@ class Algorithm:
     def predictor(self, model, meta: dict[str, Any]):
         """An object with predict(body, content_type, accept) -> (status, body, content_type)."""
         raise NotImplementedError
+
+
+def _plain(value):
+    """Hyperparameter values compare equal whatever JSON made of tuples."""
+    return list(value) if isinstance(value, (list, tuple)) else value

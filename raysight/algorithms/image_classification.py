@@ -164,6 +164,7 @@ class ImageClassification(Algorithm):
     hyperparameters = HYPERPARAMETERS
     objective = "validation:accuracy"
     tuning_metrics = ("validation:accuracy", "train:accuracy")
+    architecture_keys = ("num_layers", "image_shape", "num_classes")
     artifact_prefix = "image-classification"
 
     # -- request -----------------------------------------------------------------
@@ -184,6 +185,8 @@ class ImageClassification(Algorithm):
         if hp["top_k"] is not None and hp["top_k"] > hp["num_classes"]:
             problems.append(f"top_k ({hp['top_k']}) must not exceed num_classes ({hp['num_classes']})")
         problems += self._check_channels(hp, job)
+        if "model" in job.channels and job.channels["model"].input_mode != "File":
+            problems.append("channel 'model' must use InputMode File")
         return problems
 
     def _check_channels(self, hp, job) -> list[str]:
@@ -221,6 +224,15 @@ class ImageClassification(Algorithm):
         from raysight.models.resnet import build_resnet
 
         return build_resnet(hp["num_layers"], hp["num_classes"])
+
+    def pretrained_state(self, hp):
+        """torchvision's ImageNet ResNet weights; the final layer stays randomly initialised."""
+        from raysight.models.weights import load_pretrained, merge_backbone
+
+        arch = f"resnet{hp['num_layers']}"
+        model = self.build_model(hp)
+        merge_backbone(model, load_pretrained(arch), ("fc.",), f"{arch} ImageNet weights")
+        return model.state_dict()
 
     # -- data ---------------------------------------------------------------------
     def datasets(self, job, hp, shards=1):

@@ -52,14 +52,19 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         echo(plan)
         _quiet_data_progress()
         datasets = algo.datasets(job, hp, shards=scaling["scaling_config"].num_workers)  # checks index files
+        init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, checked here
         describe["TrainingStartTime"] = time.time()
-        result = _fit(job, algo, hp, datasets, scaling, callbacks)
+        with StopSignal() as stop_flag:
+            result = _fit(job, algo, hp, datasets, scaling, callbacks, init_state, stop_flag,
+                          deadline=start + job.max_runtime_s)
+        outcome = result.return_value or {}
         tarball_uri = _write_model(job, algo, hp, result)
-        history = (result.return_value or {}).get("history") or []
+        history = outcome.get("history") or []
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
+        stopped = outcome.get("stopped")
         describe.update(
-            TrainingJobStatus="Completed",
-            SecondaryStatus="Completed",
+            TrainingJobStatus="Stopped" if stopped else "Completed",
+            SecondaryStatus=stopped or "Completed",
             ModelArtifacts={"S3ModelArtifacts": tarball_uri},
             FinalMetricDataList=[
                 {"MetricName": k, "Value": float(v), "Timestamp": time.time()}
@@ -99,6 +104,42 @@ def _quiet_data_progress() -> None:
     DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
 
 
+class StopSignal:
+    """While training runs, SIGTERM (`ray job stop`, SageMaker's StopTrainingJob) sets a
+    flag the workers poll; they stop, keep the best model, and the job ends Stopped."""
+
+    def __enter__(self):
+        import signal
+
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class Flag:
+            def __init__(self):
+                self.value = False
+
+            def set(self):
+                self.value = True
+
+            def is_set(self):
+                return self.value
+
+        self.flag = Flag.remote()
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.flag.set.remote())
+        except ValueError:  # not the main thread (e.g. inside a Tune trial): no handler
+            pass
+        return self.flag
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 def failure_reason(exc: BaseException) -> str:
     return client_error_text(exc) or f"AlgorithmError: {exc}"[:1024]
 
@@ -114,9 +155,12 @@ def _check_name_free(job: TrainingJob) -> None:
                                 "choose a new TrainingJobName")
 
 
-def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
+def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=(), init_state=None, stop_flag=None,
+         deadline=None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
+
+    import ray
 
     from raysight.train.ingest import ExactValidationDataConfig, flatten
 
@@ -136,6 +180,9 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=()):
         # A local shuffle buffer mixes records that arrive in file order (RecordIO).
         "shuffle_buffer": 8 * max(1, hp.get("mini_batch_size", 32)),
         "shuffle_seed": job.channels["train"].shuffle_seed if "train" in job.channels else None,
+        "init_state": None if init_state is None else ray.put(init_state),
+        "stop_flag": stop_flag,
+        "deadline": deadline,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

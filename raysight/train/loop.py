@@ -41,6 +41,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     # -- model, optimizer, schedule -------------------------------------------------
     model = algo.build_model(hp)
     state = _restore(model)
+    if state is None and config.get("init_state") is not None:  # pretrained or incremental
+        import ray
+
+        model.load_state_dict(ray.get(config["init_state"]))
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = build_optimizer(hp, model.parameters())
@@ -68,6 +72,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     objective = algo.objective
 
     failures = DataFailures()
+    stop = StopCheck(config.get("deadline"), config.get("stop_flag"))
+    stopped = None
     for epoch in range(start_epoch, hp["epochs"]):
         tic = time.time()
         # 1. train
@@ -78,7 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         batches = train_shard.iter_torch_batches(
             batch_size=batch_size, device=device, local_shuffle_buffer_size=config.get("shuffle_buffer"),
             local_shuffle_seed=None if seed is None else seed + epoch)  # reproducible, new each epoch
-        for b, batch in enumerate(synced(batches, failures)):
+        for b, batch in enumerate(synced(batches, failures, stop)):
             batch = algo.prepare_batch(batch, hp, training=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(batch["image"])
@@ -96,6 +102,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 log(f"Epoch[{epoch}] Batch [{b + 1}]\tSpeed: {speed:.2f} samples/sec\t{running}")
                 window, window_start = 0, time.time()
         if failures.agreed():
+            break
+        if stop.agreed:  # keep the best model; with none yet, keep this one
+            stopped = dist.gather(stop.reason)[0] or "Stopped"
+            log(f"Stopping ({stopped}) in epoch {epoch}", flush=True)
+            if best is None:
+                state = {"epoch": epoch, "best": best, "since_best": since_best, "history": history,
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                net = model.module if hasattr(model, "module") else model
+                _report({"epoch": epoch, "best": None, "keep_reason": "last"}, net, state, algo, rank == 0)
             break
         metrics = meter.compute()
 
@@ -137,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             break
 
     # What the driver needs beyond checkpoints: Ray Train returns rank 0's value.
-    return {"history": history, "client_error": failures.message}
+    return {"history": history, "client_error": failures.message, "stopped": stopped}
 
 
 class DataFailures:
@@ -171,22 +186,56 @@ class DataFailures:
         return True
 
 
-def synced(batches, failures: DataFailures):
-    """Yield batches while every worker still has one and none met bad data, so DDP
-    workers never wait on a peer that has stopped."""
+END, STOP, BAD_DATA = 1, 2, 3
+
+
+def synced(batches, failures: DataFailures, stop: "StopCheck"):
+    """Yield batches while every worker still has one, none met bad data and no stop
+    was asked for, so DDP workers never wait on a peer that has left the loop."""
     it = iter(batches)
     while True:
         status = 0
         try:
             batch = next(it)
         except StopIteration:
-            status = 1
+            status = END
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is bad data
             failures.record(exc)
-            status = 2
-        if dist.all_max(status):  # a peer's bad-data message is gathered later, in agreed()
+            status = BAD_DATA
+        if not status and stop.requested():
+            status = STOP
+        agreed = dist.all_max(status)  # a peer's bad-data message is gathered later, in agreed()
+        if agreed:
+            stop.agreed = stop.agreed or agreed == STOP
             return
         yield batch
+
+
+class StopCheck:
+    """MaxRuntimeInSeconds (a deadline) and StopTrainingJob/SIGTERM (a flag actor the
+    driver sets), polled at most every POLL_S seconds."""
+
+    POLL_S = 2.0
+
+    def __init__(self, deadline: float | None, flag):
+        self.deadline, self.flag = deadline, flag
+        self.reason: str | None = None
+        self.agreed = False
+        self._next_poll = 0.0
+
+    def requested(self) -> bool:
+        if self.reason:
+            return True
+        now = time.time()
+        if self.deadline and now >= self.deadline:
+            self.reason = "MaxRuntimeExceeded"
+        elif self.flag is not None and now >= self._next_poll:
+            import ray
+
+            self._next_poll = now + self.POLL_S
+            if ray.get(self.flag.is_set.remote()):
+                self.reason = "Stopped"
+        return self.reason is not None
 
 
 def metric_logger():

@@ -1,0 +1,150 @@
+"""Image classification beyond the basics: starting weights, time limits, stop signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from raysight import algorithms
+from raysight.errors import ClientError
+from raysight.hyperparams import parse_hyperparameters
+from raysight.requests import parse_training_job
+from tests.conftest import ROOT, run_cli, tiny_request, write_json
+
+IC = algorithms.get("image-classification")
+
+
+def hp_for(**values):
+    return parse_hyperparameters(IC.hyperparameters, {"num_classes": "10", "num_training_samples": "10",
+                                                      "image_shape": "3,32,32", **values})
+
+
+class _Job:
+    channels = {}
+
+
+def test_pretrained_weights_from_a_configured_folder(tmp_path, monkeypatch):
+    from torchvision.models import resnet18
+
+    from raysight.models.weights import torchvision_filename
+
+    torch.manual_seed(1)
+    imagenet = resnet18()  # stands in for the ImageNet download: same names and shapes
+    torch.save(imagenet.state_dict(), tmp_path / torchvision_filename("resnet18"))
+    monkeypatch.setenv("RAYSIGHT_PRETRAINED_WEIGHTS", str(tmp_path))
+    state = IC.initial_state(_Job(), hp_for(num_layers="18", use_pretrained_model="1"))
+    assert torch.equal(state["layer3.1.conv2.weight"], imagenet.state_dict()["layer3.1.conv2.weight"])
+    assert state["fc.weight"].shape == (10, 512)  # the head is new, sized for num_classes
+
+
+def test_pretrained_weights_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    from torchvision.models import resnet34
+
+    from raysight.models.weights import torchvision_filename
+
+    monkeypatch.delenv("RAYSIGHT_PRETRAINED_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    net = resnet34()
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / torchvision_filename("resnet34"))
+    state = IC.initial_state(_Job(), hp_for(num_layers="34", use_pretrained_model="1"))
+    assert torch.equal(state["conv1.weight"], net.state_dict()["conv1.weight"])
+
+
+def test_missing_pretrained_weights_name_where_raysight_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("RAYSIGHT_PRETRAINED_WEIGHTS", str(tmp_path / "mine"))
+    with pytest.raises(ClientError) as e:
+        IC.initial_state(_Job(), hp_for(num_layers="50", use_pretrained_model="1"))
+    text = str(e.value)
+    assert "no ImageNet weights for resnet50" in text
+    assert str(tmp_path / "mine" / "resnet50.pth") in text
+    assert os.path.join(str(tmp_path), "hub", "checkpoints") in text
+    # a weights file for another network does not fit and says so
+    from torchvision.models import resnet18
+
+    torch.save(resnet18().state_dict(), tmp_path / "wrong.pth")
+    monkeypatch.setenv("RAYSIGHT_PRETRAINED_WEIGHTS", str(tmp_path / "wrong.pth"))
+    with pytest.raises(ClientError, match="does not fit the network"):
+        IC.initial_state(_Job(), hp_for(num_layers="50", use_pretrained_model="1"))
+
+
+@pytest.fixture(scope="module")
+def base_model(ray_cluster, digits_small, tmp_path_factory):
+    root, counts = digits_small
+    out = tmp_path_factory.mktemp("base")
+    proc = run_cli("train", write_json(out / "r.json", tiny_request(root, str(out), "base", counts, epochs="3")))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(out / "base" / "output" / "model.tar.gz")
+
+
+def model_channel(uri):
+    return {"ChannelName": "model", "ContentType": "application/x-sagemaker-model", "InputMode": "File",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}}
+
+
+def test_incremental_training_starts_from_the_model_channel(base_model, digits_small, tmp_path):
+    root, counts = digits_small
+    with open(os.path.join(os.path.dirname(base_model), "job.json")) as f:
+        base_accuracy = {m["MetricName"]: m["Value"] for m in json.load(f)["FinalMetricDataList"]}
+    request = tiny_request(root, str(tmp_path), "more", counts, epochs="1", learning_rate="0.001")
+    request["InputDataConfig"].append(model_channel(base_model))
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "more" / "output" / "job.json") as f:
+        accuracy = {m["MetricName"]: m["Value"] for m in json.load(f)["FinalMetricDataList"]}
+    # one epoch at a tiny learning rate keeps what the base model learned; from scratch it would be near 0.1
+    assert accuracy["validation:accuracy"] >= base_accuracy["validation:accuracy"] - 0.1
+    assert accuracy["validation:accuracy"] > 0.3
+
+
+def test_incremental_training_refuses_a_different_architecture(base_model, digits_small):
+    root, counts = digits_small
+    request = tiny_request(root, "/tmp/unused-out", "mismatch", counts, num_classes="12", num_layers="32")
+    request["InputDataConfig"].append(model_channel(base_model))
+    job = parse_training_job(request)
+    hp = parse_hyperparameters(IC.hyperparameters, job.hyperparameters)
+    with pytest.raises(ClientError) as e:
+        IC.initial_state(job, hp)
+    assert "num_layers is 20 in the model but 32 in this job" in str(e.value)
+    assert "num_classes is 10 in the model but 12 in this job" in str(e.value)
+
+
+def test_max_runtime_stops_and_keeps_the_model(ray_cluster, digits_small, tmp_path):
+    root, counts = digits_small
+    request = tiny_request(root, str(tmp_path), "short", counts, epochs="200")
+    request["StoppingCondition"]["MaxRuntimeInSeconds"] = 30
+    tic = time.time()
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert time.time() - tic < 30 + 120  # stopped at the limit, saved within the grace
+    with open(tmp_path / "short" / "output" / "job.json") as f:
+        job = json.load(f)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    assert os.path.exists(job["ModelArtifacts"]["S3ModelArtifacts"])
+
+
+def test_sigterm_stops_the_job_and_keeps_the_model(ray_cluster, digits_small, tmp_path):
+    root, counts = digits_small
+    request = write_json(tmp_path / "r.json", tiny_request(root, str(tmp_path), "sig", counts, epochs="200"))
+    proc = subprocess.Popen([sys.executable, "-m", "raysight", "train", request], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "Epoch[1] Time cost" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 3, "".join(seen)[-2000:] + out[-2000:]
+    with open(tmp_path / "sig" / "output" / "job.json") as f:
+        job = json.load(f)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert os.path.exists(job["ModelArtifacts"]["S3ModelArtifacts"])
+    assert "Epoch[199]" not in out

@@ -1,0 +1,63 @@
+"""Pipe mode keeps memory flat: a channel several times larger than Ray's object store
+streams through it without spilling (own Ray instance with a small object store)."""
+import os
+import subprocess
+import sys
+
+from raysight.formats import recordio
+from tests.conftest import ROOT
+
+STORE = 80 * 1024 * 1024
+RECORD = 256 * 1024
+
+SCRIPT = r"""
+import json, re, sys, threading, time
+import ray
+from ray._private.internal_api import memory_summary
+from raysight import data
+from raysight.requests import Channel
+
+ray.init(num_cpus=2, object_store_memory=int(sys.argv[2]), include_dashboard=False)
+stats = {"peak_mib": 0.0, "spilled_mib": 0.0}
+done = threading.Event()
+
+def poll():
+    while not done.is_set():
+        text = memory_summary(stats_only=True)
+        used = re.search(r"Plasma memory usage (\d+) MiB", text)
+        spilled = re.search(r"Spilled (\d+) MiB", text)
+        stats["peak_mib"] = max(stats["peak_mib"], float(used.group(1)) if used else 0.0)
+        stats["spilled_mib"] = max(stats["spilled_mib"], float(spilled.group(1)) if spilled else 0.0)
+        time.sleep(0.2)
+
+threading.Thread(target=poll, daemon=True).start()
+ds = data.recordio_dataset(Channel("train", sys.argv[1], "application/x-recordio", "Pipe"))
+total = records = 0
+for batch in ds.iter_batches(batch_size=8, batch_format="numpy"):
+    records += len(batch["record"])
+    total += sum(len(r) for r in batch["record"])
+    time.sleep(0.005)  # a consumer slower than storage: the producer must wait, not pile up
+done.set()
+time.sleep(0.3)
+print(json.dumps({"bytes": total, "records": records, **stats}))
+"""
+
+
+def test_channel_larger_than_object_store_streams_without_spilling(tmp_path):
+    channel = tmp_path / "train"
+    channel.mkdir()
+    n = (4 * STORE) // RECORD  # the channel is 4x the object store
+    rng = os.urandom
+    with open(channel / "big.rec", "wb") as f:
+        recordio.write_records(f, (rng(RECORD) for _ in range(n)))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(channel), str(STORE)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["records"] == n and result["bytes"] == n * RECORD  # every byte came through
+    assert result["spilled_mib"] == 0, result
+    assert result["peak_mib"] * 1024 * 1024 < STORE, result  # never more than the store holds
+    assert result["peak_mib"] > 0  # the poller really saw the store in use
