@@ -23,7 +23,8 @@ META = "raysight.json"
 
 
 def _json_ready(hp: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
+    """Hyperparameters as JSON; keys starting with '_' are derived at run time, not the user's."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items() if not k.startswith("_")}
 
 
 def build_tarball(algorithm: str, prefix: str, hp: dict[str, Any], params: dict[int, bytes], serve_epoch: int,

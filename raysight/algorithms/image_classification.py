@@ -6,6 +6,7 @@ data adapter, loss/metrics and predictor. Shared code does the rest.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,14 @@ class Decode:
         return np.asarray([list(row) for row in labels], dtype=np.float32)
 
 
+def positive_weights(labels) -> list[float]:
+    """use_weighted_loss: per-class weight for positives = negatives / positives in the
+    training set, so rare labels count as much as common ones (BCE pos_weight)."""
+    y = np.asarray([list(r) for r in labels], dtype=np.float64)
+    positives = y.sum(axis=0)
+    return [float((len(y) - p) / p) if p else 1.0 for p in positives]
+
+
 def label_problem(labels: tuple, where: str, k: int, multi: bool) -> str | None:
     """What is wrong with one sample's labels, or None."""
     if multi:
@@ -184,6 +193,10 @@ class ImageClassification(Algorithm):
                             f"({height}x{width})")
         if hp["top_k"] is not None and hp["top_k"] > hp["num_classes"]:
             problems.append(f"top_k ({hp['top_k']}) must not exceed num_classes ({hp['num_classes']})")
+        if hp["use_weighted_loss"] and not hp["multi_label"]:
+            warnings.warn("use_weighted_loss=1 has an effect only with multi_label=1 (as in SageMaker)")
+        if hp["kv_store"] == "dist_async":
+            warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server")
         problems += self._check_channels(hp, job)
         if "model" in job.channels and job.channels["model"].input_mode != "File":
             problems.append("channel 'model' must use InputMode File")
@@ -246,10 +259,17 @@ class ImageClassification(Algorithm):
             elif channel.mime == RECORDIO:
                 parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=32,
                                                                             batch_format="numpy") for i in range(n)]
+                if split == "train" and hp["use_weighted_loss"] and hp["multi_label"]:
+                    # RecordIO carries labels inside the records: one pass over the labels
+                    labels = [row for ds in parts for b in ds.select_columns(["label"]).iter_batches(
+                        batch_size=1024, batch_format="numpy") for row in b["label"]]
+                    hp["_pos_weight"] = positive_weights(labels)
                 datasets[split] = parts if n > 1 else parts[0]
                 continue
             else:
                 rows = data.lst_rows(channel, job.channels[f"{split}_lst"], self._label_checker(hp))
+            if split == "train" and hp["use_weighted_loss"] and hp["multi_label"]:
+                hp["_pos_weight"] = positive_weights([r["label"] for r in rows])
             parts = [data.rows_dataset(part, decode, shuffle=split == "train", seed=channel.shuffle_seed)
                      for part in data.shard_rows(rows, n, channel)]
             datasets[split] = parts if n > 1 else parts[0]
@@ -289,10 +309,14 @@ class ImageClassification(Algorithm):
 
     # -- loss and metrics ---------------------------------------------------------
     def loss(self, outputs, batch, hp):
+        import torch
         import torch.nn.functional as F
 
         if hp["multi_label"]:
-            return F.binary_cross_entropy_with_logits(outputs, batch["label"])
+            weight = hp.get("_pos_weight")
+            if weight is not None:
+                weight = torch.as_tensor(weight, dtype=outputs.dtype, device=outputs.device)
+            return F.binary_cross_entropy_with_logits(outputs, batch["label"], pos_weight=weight)
         return F.cross_entropy(outputs, batch["label"])
 
     def meter(self, hp, split):

@@ -56,10 +56,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     start_epoch = state["epoch"] + 1 if state else 0
-    best = state["best"] if state else None
-    since_best = state["since_best"] if state else 0
+    progress = Progress(hp, state)
+    best, since_best = progress.best, progress.since_best
     history = state.get("history", []) if state else []  # per-epoch metrics, for job.json and curves
     amp = hp.get("precision_dtype") == "float16" and device.type == "cuda"
+    if hp.get("precision_dtype") == "float16" and not amp:
+        log("precision_dtype=float16 needs a GPU; training in float32 on CPU", flush=True)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     # Ray Train hands out a dataset only once every rank has asked for it, so every rank
@@ -130,14 +132,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         # 3. log, checkpoint, report
         for line in algo.log_epoch(epoch, metrics, seconds):
             log(line, flush=True)
-        score = metrics[objective]
-        improved = best is None or score > best
-        # The spec's rule: (score - best) / best >= tolerance counts as improvement.
-        progressed = best is None or score - best >= hp.get("early_stopping_tolerance", 0.0) * best
-        since_best = 0 if progressed else since_best + 1
+        improved, since_best = progress.update(metrics[objective])
+        best = progress.best
         if improved:
-            best = score
-            log(f"Storing the best model with {objective.replace(':', ' ')}: {score:.6f}", flush=True)
+            log(f"Storing the best model with {objective.replace(':', ' ')}: {best:.6f}", flush=True)
         keep = improved or _frequency_epoch(hp, epoch)
         metrics.update(epoch=epoch, best=best, keep_reason="best" if improved else ("frequency" if keep else ""))
         history.append({k: v for k, v in metrics.items() if ":" in k} | {"epoch": epoch, "seconds": seconds})
@@ -146,13 +144,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         _report(metrics, net, state, algo, keep and rank == 0)
 
         # 4. early stopping (every worker sees the same reduced metrics, so all stop together)
-        if (hp.get("early_stopping") and epoch + 1 >= hp["early_stopping_min_epochs"]
-                and since_best >= hp["early_stopping_patience"]):
+        if progress.should_stop(epoch):
             log(f"Early stopping at epoch {epoch}: no {objective} improvement for {since_best} epochs", flush=True)
             break
 
     # What the driver needs beyond checkpoints: Ray Train returns rank 0's value.
     return {"history": history, "client_error": failures.message, "stopped": stopped}
+
+
+class Progress:
+    """The best objective so far and SageMaker's early-stopping rule: after at least
+    early_stopping_min_epochs, stop once early_stopping_patience epochs in a row fail
+    to improve by (score - best) / best >= early_stopping_tolerance."""
+
+    def __init__(self, hp: dict[str, Any], state: dict | None = None):
+        self.hp = hp
+        self.best = state["best"] if state else None
+        self.since_best = state["since_best"] if state else 0
+
+    def update(self, score: float) -> tuple[bool, int]:
+        """(new best?, epochs in a row without enough improvement)."""
+        best = self.best
+        progressed = best is None or score - best >= self.hp.get("early_stopping_tolerance", 0.0) * best
+        self.since_best = 0 if progressed else self.since_best + 1
+        improved = best is None or score > best
+        if improved:
+            self.best = score
+        return improved, self.since_best
+
+    def should_stop(self, epoch: int) -> bool:
+        return bool(self.hp.get("early_stopping")) and epoch + 1 >= self.hp["early_stopping_min_epochs"] \
+            and self.since_best >= self.hp["early_stopping_patience"]
 
 
 class DataFailures:
