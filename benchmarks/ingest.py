@@ -134,7 +134,7 @@ def main() -> None:
     results = {}
     rows = [{"id": e.index, "uri": os.path.join(root, e.path), "label": list(e.labels)} for e in entries]
     for name, make in (
-        ("raysight .rec (Ray Data)", lambda: rec.map_batches(decode, batch_size=32, batch_format="numpy")),
+        ("raysight .rec (Ray Data)", lambda: rec.map_batches(decode, batch_size=128, batch_format="numpy")),
         ("raysight images + .lst (Ray Data)", lambda: data.rows_dataset(rows, decode, shuffle=True)),
     ):
         time_ray(make(), len(entries))  # warm-up: worker start-up is not ingest speed

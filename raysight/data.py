@@ -108,7 +108,7 @@ def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[
     return rows
 
 
-def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 32, seed: int | None = None):
+def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 128, seed: int | None = None):
     """A Ray Dataset that reads and decodes `rows` lazily with `decode`.
 
     Shuffling happens on the light index rows before any image is read, and

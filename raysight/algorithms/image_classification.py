@@ -257,7 +257,7 @@ class ImageClassification(Algorithm):
             if channel.s3_data_type == "AugmentedManifestFile":
                 rows = data.manifest_rows(channel, self._manifest_label(hp, channel))
             elif channel.mime == RECORDIO:
-                parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=32,
+                parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=128,
                                                                             batch_format="numpy") for i in range(n)]
                 if split == "train" and hp["use_weighted_loss"] and hp["multi_label"]:
                     # RecordIO carries labels inside the records: one pass over the labels

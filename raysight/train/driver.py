@@ -62,6 +62,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         history = outcome.get("history") or []
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
         stopped = outcome.get("stopped")
+        _write_curves(job, history)
         describe.update(
             TrainingJobStatus="Stopped" if stopped else "Completed",
             SecondaryStatus=stopped or "Completed",
@@ -229,6 +230,36 @@ def _write_model(job: TrainingJob, algo, hp, result) -> str:
     uri = storage.join(output_prefix(job), "model.tar.gz")
     storage.write_bytes(uri, blob)
     return uri
+
+
+def _write_curves(job: TrainingJob, history: list[dict]) -> None:
+    """metrics.json (one row per epoch) and training-curves.png beside job.json."""
+    if not history:
+        return
+    storage.write_bytes(storage.join(output_prefix(job), "metrics.json"), json.dumps(history, indent=1).encode())
+    try:
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        epochs = [h["epoch"] for h in history]
+        for name in sorted({k for h in history for k in h if ":" in k}):
+            ax.plot(epochs, [h.get(name) for h in history], marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(job.name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        storage.write_bytes(storage.join(output_prefix(job), "training-curves.png"), buf.getvalue())
+    except Exception as exc:  # noqa: BLE001 - a missing plot must not fail a trained job
+        print(f"could not draw training curves: {exc}")
 
 
 def _describe_base(request: dict[str, Any], start: float) -> dict[str, Any]:
