@@ -39,7 +39,7 @@ def s3_reader(client, prefix):
 @pytest.mark.parametrize("mode", ["Pipe", "File"])
 def test_images_and_lst_from_s3(ray_cluster, s3, s3_digits, tmp_path, mode):
     uri, counts = s3_digits
-    request = tiny_request("/unused", f"s3://{BUCKET}/out-{mode}", f"s3-lst-{mode.lower()}", counts, epochs="2")
+    request = tiny_request("/unused", f"s3://{BUCKET}/out-{mode}", f"s3-lst-{mode.lower()}", counts, epochs="4")
     request["AlgorithmSpecification"]["TrainingInputMode"] = mode
     request["InputDataConfig"] = [channel(c, f"{uri}/{c}") for c in ("train", "validation", "train_lst",
                                                                       "validation_lst")]
@@ -95,7 +95,7 @@ def test_recordio_from_s3(ray_cluster, s3, rec_files, tmp_path, mode):
     out, counts = rec_files
     uri = upload_tree(s3, str(out), f"rec-{mode}")
     name = f"s3-rec-{mode.lower()}"
-    request = tiny_request("/unused", f"s3://{BUCKET}/out-rec", name, counts, epochs="2")
+    request = tiny_request("/unused", f"s3://{BUCKET}/out-rec", name, counts, epochs="4")
     request["HyperParameters"].pop("resize")  # optional for RecordIO; 8x8 images fit 3,8,8
     request["AlgorithmSpecification"]["TrainingInputMode"] = mode
     request["InputDataConfig"] = [channel(c, f"{uri}/{c}", "application/x-recordio") for c in ("train", "validation")]
@@ -120,7 +120,7 @@ def test_gzip_lst_and_augmented_manifest_locally(ray_cluster, digits_small, tmp_
         manifests[split] = str(folder / f"{split}.manifest")
     # place the manifests so that ../../<digits dir> resolves to the exported images
     os.symlink(root, tmp_path / os.path.basename(root))
-    request = tiny_request(root, str(tmp_path / "out"), "manifest-job", counts, epochs="2")
+    request = tiny_request(root, str(tmp_path / "out"), "manifest-job", counts, epochs="4")
     request["InputDataConfig"] = [
         channel(s, manifests[s], "application/x-recordio", S3DataType="AugmentedManifestFile",
                 AttributeNames=["source-ref", "class"], RecordWrapperType="RecordIO", InputMode="Pipe")

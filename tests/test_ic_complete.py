@@ -148,3 +148,31 @@ def test_sigterm_stops_the_job_and_keeps_the_model(ray_cluster, digits_small, tm
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert os.path.exists(job["ModelArtifacts"]["S3ModelArtifacts"])
     assert "Epoch[199]" not in out
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, digits_small, tmp_path):
+    """kill -9 of the Ray Train worker mid-training: Ray Train restarts the worker group,
+    which resumes from the last checkpoint, and the job completes."""
+    import re
+
+    root, counts = digits_small
+    request = write_json(tmp_path / "r.json", tiny_request(root, str(tmp_path), "killed", counts, epochs="5"))
+    proc = subprocess.Popen([sys.executable, "-m", "raysight", "train", request], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen, pid = [], None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "Storing the best model" in line:  # a checkpoint of epoch 0 or later exists
+            pid = int(re.search(r"RayTrainWorker pid=(\d+)", line).group(1))
+            break
+    assert pid, "".join(seen)[-2000:]
+    time.sleep(1)
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Resuming from checkpoint of epoch" in out
+    assert "Epoch[4] Validation-accuracy" in out
+    with open(tmp_path / "killed" / "output" / "job.json") as f:
+        assert json.load(f)["TrainingJobStatus"] == "Completed"

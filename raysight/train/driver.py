@@ -241,6 +241,7 @@ def _write_curves(job: TrainingJob, history: list[dict]) -> None:
         import io
 
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -250,6 +251,7 @@ def _write_curves(job: TrainingJob, history: list[dict]) -> None:
         for name in sorted({k for h in history for k in h if ":" in k}):
             ax.plot(epochs, [h.get(name) for h in history], marker="o", label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(job.name)
         ax.grid(alpha=0.3)
         ax.legend()

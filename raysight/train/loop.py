@@ -306,7 +306,7 @@ def _restore(model) -> dict | None:
     with checkpoint.as_directory() as d:
         model.load_state_dict(torch.load(os.path.join(d, "model.pt"), map_location="cpu", weights_only=True))
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-    print(f"Resuming from checkpoint of epoch {state['epoch']}", flush=True)
+    metric_logger()(f"Resuming from checkpoint of epoch {state['epoch']}")
     return state
 
 
