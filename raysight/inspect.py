@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 from collections import Counter
 from typing import Any, Iterator
 
@@ -33,7 +34,7 @@ def detect(files: list[str]) -> str:
 def records(uri: str, root: str | None = None) -> Iterator[dict[str, Any]]:
     """One dict per record: id, label, image bytes; raises ClientError naming the spot."""
     files = data.list_files(uri)
-    kind = detect(files or [uri])
+    kind = detect(files if files != [""] else [uri])  # [""]: the URI names one file
     if kind == "recordio":
         for rel in files:
             if not rel.endswith((".rec", ".rec.gz")) and rel:
@@ -48,7 +49,8 @@ def records(uri: str, root: str | None = None) -> Iterator[dict[str, Any]]:
                            "where": f"{rec_uri} record at byte {offset}"}
     elif kind == "lst":
         lst = data.find_one(uri, ".lst", uri)
-        image_root = root or lst.rsplit("/", 1)[0]  # im2rec's layout: images beside the list
+        folder = lst.rsplit("/", 1)[0] if storage.is_remote(lst) else os.path.dirname(lst)
+        image_root = root or folder  # im2rec's layout: images beside the list  # im2rec's layout: images beside the list
         for e in parse_lst(storage.read_bytes(lst).decode("utf-8", "replace"), lst):
             image_uri = storage.join(image_root, e.path)
             yield {"id": e.index, "label": list(e.labels), "image": storage.read_bytes(image_uri), "where": image_uri}
@@ -58,7 +60,8 @@ def records(uri: str, root: str | None = None) -> Iterator[dict[str, Any]]:
 
 def summarize(uri: str, root: str | None = None, emit=None) -> dict[str, Any]:
     files = data.list_files(uri)
-    summary: dict[str, Any] = {"channel": uri, "format": detect(files or [uri]), "files": len(files),
+    summary: dict[str, Any] = {"channel": uri, "format": detect(files if files != [""] else [uri]),
+                               "files": len(files),
                                "records": 0, "labels": {}, "image_sizes": {}, "problems": []}
     labels: Counter = Counter()
     widths, heights = [], []
