@@ -83,20 +83,17 @@ def search_space(algo, ranges: dict[str, Any], strategy: str) -> tuple[dict[str,
             return None
         return rows[name]
 
-    for r in ranges.get("ContinuousParameterRanges", []):
-        row = row_for(r.get("Name"), "ContinuousParameterRanges")
-        bounds = _bounds(r, row, float, problems)
-        if bounds:
-            lo, hi = bounds
-            log = _log_scale(r, lo, hi, problems)
-            space[row.name] = tune.loguniform(lo, hi) if log else tune.uniform(lo, hi)
-    for r in ranges.get("IntegerParameterRanges", []):
-        row = row_for(r.get("Name"), "IntegerParameterRanges")
-        bounds = _bounds(r, row, int, problems)
-        if bounds:
-            lo, hi = bounds
-            log = _log_scale(r, lo, hi, problems)
-            space[row.name] = tune.lograndint(lo, hi + 1) if log else tune.randint(lo, hi + 1)
+    numeric = (  # SageMaker's bounds are inclusive; Ray's integer upper bounds are not
+        ("ContinuousParameterRanges", float, tune.loguniform, tune.uniform),
+        ("IntegerParameterRanges", int, lambda a, b: tune.lograndint(a, b + 1), lambda a, b: tune.randint(a, b + 1)),
+    )
+    for kind, cast, log_space, linear_space in numeric:
+        for r in ranges.get(kind, []):
+            row = row_for(r.get("Name"), kind)
+            bounds = _bounds(r, row, cast, problems)
+            if bounds:
+                lo, hi = bounds
+                space[row.name] = (log_space if _log_scale(r, lo, hi, problems) else linear_space)(lo, hi)
     for r in ranges.get("CategoricalParameterRanges", []):
         row = row_for(r.get("Name"), "CategoricalParameterRanges")
         values = r.get("Values") or []
