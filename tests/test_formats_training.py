@@ -138,3 +138,27 @@ def test_gzip_lst_and_augmented_manifest_locally(ray_cluster, digits_small, tmp_
     request["InputDataConfig"][2]["CompressionType"] = "Gzip"
     proc = run_cli("train", write_json(tmp_path / "r2.json", request))
     finished(proc, lambda k: (tmp_path / "out" / k).read_text(), "gzip-lst-job")
+
+
+@pytest.mark.parametrize("mode", ["Pipe", "File"])
+def test_augmented_manifest_with_s3_refs(ray_cluster, s3, s3_digits, digits_small, tmp_path, mode):
+    """Manifest lines whose source-ref values are s3:// URIs, the manifest itself on S3."""
+    uri, counts = s3_digits
+    root, _ = digits_small
+    for split in ("train", "validation"):
+        with open(os.path.join(root, f"{split}_lst", f"{split}.lst")) as f:
+            lines = [json.dumps({"source-ref": f"{uri}/{split}/{e.path}", "class": int(e.labels[0])})
+                     for e in parse_lst(f.read())]
+        s3.put_object(Bucket=BUCKET, Key=f"manifests-{mode}/{split}/{split}.manifest",
+                      Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+    name = f"s3-manifest-{mode.lower()}"
+    request = tiny_request("/unused", f"s3://{BUCKET}/out-manifest", name, counts, epochs="4")
+    request["AlgorithmSpecification"]["TrainingInputMode"] = mode
+    request["InputDataConfig"] = [
+        channel(s, f"s3://{BUCKET}/manifests-{mode}/{s}/{s}.manifest", "application/x-recordio",
+                S3DataType="AugmentedManifestFile", AttributeNames=["source-ref", "class"],
+                RecordWrapperType="RecordIO", CompressionType="Gzip")
+        for s in ("train", "validation")]
+    proc = run_cli("train", write_json(tmp_path / "r.json", request), env={"RAYSIGHT_CACHE_DIR": str(tmp_path)})
+    metrics = finished(proc, s3_reader(s3, "out-manifest"), name)
+    assert metrics["validation:accuracy"] > 0.2

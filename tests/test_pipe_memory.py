@@ -17,13 +17,20 @@ from ray._private.internal_api import memory_summary
 from raysight import data
 from raysight.requests import Channel
 
-ray.init(num_cpus=2, object_store_memory=int(sys.argv[2]), include_dashboard=False)
+ray.init(address="local", num_cpus=2, object_store_memory=int(sys.argv[2]), include_dashboard=False)
 stats = {"peak_mib": 0.0, "spilled_mib": 0.0, "samples": 0}
 done, ready = threading.Event(), threading.Event()
 
+address = ray.get_runtime_context().gcs_address  # this Ray, not another one on the machine
+
 def poll():
     while not done.is_set():
-        text = memory_summary(stats_only=True)
+        try:
+            text = memory_summary(address=address, stats_only=True)
+        except Exception as exc:
+            stats["error"] = repr(exc)
+            ready.set()
+            return
         used = re.search(r"Plasma memory usage (\d+) MiB", text)
         spilled = re.search(r"Spilled (\d+) MiB", text)
         stats["peak_mib"] = max(stats["peak_mib"], float(used.group(1)) if used else 0.0)
