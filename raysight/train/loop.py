@@ -37,6 +37,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if config.get("torch_threads"):
         torch.set_num_threads(config["torch_threads"])
     log = metric_logger() if rank == 0 else (lambda *a, **k: None)
+    log(f"Worker {rank}: {torch.get_num_threads()} torch threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
 
     # -- model, optimizer, schedule -------------------------------------------------
     model = algo.build_model(hp)
