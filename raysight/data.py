@@ -64,7 +64,7 @@ def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str
     present = set(list_files(image_channel.uri))
     problems = []
     rows = []
-    for lineno, e in enumerate(entries, start=1):
+    for e in entries:
         rel = e.path.lstrip("/")
         if rel not in present:
             problems.append(f"{lst_uri} entry {e.index}: image '{e.path}' not found under {image_channel.uri}")

@@ -1,11 +1,7 @@
 """Bad data gets a ClientError naming the file, line or record offset, and nothing
 half-written is left as if complete."""
-import copy
 import io
 import json
-import os
-import shutil
-import struct
 
 import numpy as np
 import pytest
@@ -94,7 +90,7 @@ def test_idx_offsets_must_point_at_records(ray_cluster, tmp_path):
         [(0, offs[0]), (1, offs[1] + 4)]))
     proc = run_cli("train", rec_request(tmp_path, train, validation, "bad-idx"))
     assert proc.returncode == 1
-    assert f"data.idx: key 1 offset" in failed_job(tmp_path, "bad-idx")
+    assert "data.idx: key 1 offset" in failed_job(tmp_path, "bad-idx")
     assert "does not point at a record" in failed_job(tmp_path, "bad-idx")
 
 

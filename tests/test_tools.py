@@ -1,9 +1,7 @@
 """im2rec --list, gzip RecordIO, manifest label formats, missing S3 locations."""
 import gzip
-import os
 import types
 
-import numpy as np
 import pytest
 from PIL import Image
 

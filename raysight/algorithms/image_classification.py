@@ -194,9 +194,10 @@ class ImageClassification(Algorithm):
         if hp["top_k"] is not None and hp["top_k"] > hp["num_classes"]:
             problems.append(f"top_k ({hp['top_k']}) must not exceed num_classes ({hp['num_classes']})")
         if hp["use_weighted_loss"] and not hp["multi_label"]:
-            warnings.warn("use_weighted_loss=1 has an effect only with multi_label=1 (as in SageMaker)")
+            warnings.warn("use_weighted_loss=1 has an effect only with multi_label=1 (as in SageMaker)", stacklevel=2)
         if hp["kv_store"] == "dist_async":
-            warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server")
+            warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
+                          stacklevel=2)
         problems += self._check_channels(hp, job)
         if "model" in job.channels and job.channels["model"].input_mode != "File":
             problems.append("channel 'model' must use InputMode File")
