@@ -127,6 +127,11 @@ def schema_table(schema: list[Param]) -> str:
     """Markdown table of a schema: used by `raysight hyperparameters` and the docs."""
     lines = ["| Name | Required | Type | Valid values | Default |", "|---|---|---|---|---|"]
     for p in schema:
-        default = "–" if p.default is None else str(p.default)
+        if p.default is None or p.default == ():
+            default = "–"
+        elif isinstance(p.default, tuple):  # shown as the user writes it, e.g. 3,224,224
+            default = ",".join(map(str, p.default))
+        else:
+            default = str(p.default)
         lines.append(f"| {p.name} | {'yes' if p.required else 'no'} | {p.type} | {p.range_text()} | {default} |")
     return "\n".join(lines)
