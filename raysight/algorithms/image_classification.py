@@ -146,6 +146,16 @@ class Decode:
         return np.asarray([list(row) for row in labels], dtype=np.float32)
 
 
+def normalize(pixels):
+    """uint8 NHWC → float NCHW with ImageNet mean/std: the same for training and serving."""
+    import torch
+
+    x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(images.IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(images.IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def positive_weights(labels) -> list[float]:
     """use_weighted_loss: per-class weight for positives = negatives / positives in the
     training set, so rare labels count as much as common ones (BCE pos_weight)."""
@@ -301,12 +311,7 @@ class ImageClassification(Algorithm):
         return lambda labels, where: label_problem(labels, where, hp["num_classes"], bool(hp["multi_label"]))
 
     def prepare_batch(self, batch, hp, training):
-        import torch
-
-        x = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(images.IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(images.IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        return {"image": (x - mean) / std, "label": batch["label"]}
+        return {"image": normalize(batch["image"]), "label": batch["label"]}
 
     # -- loss and metrics ---------------------------------------------------------
     def loss(self, outputs, batch, hp):
@@ -396,8 +401,7 @@ class Predictor:
 
         _, height, width = self.shape
         pixels = np.asarray(image.resize((width, height), images.Image.BILINEAR))
-        batch = {"image": torch.from_numpy(pixels.copy())[None], "label": None}
-        x = ImageClassification().prepare_batch(batch, self.hp, training=False)["image"]
+        x = normalize(torch.from_numpy(pixels.copy())[None])
         with torch.inference_mode():
             logits = self.model(x)[0].float()
         probs = torch.sigmoid(logits) if self.hp["multi_label"] else torch.softmax(logits, dim=0)
