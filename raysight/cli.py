@@ -44,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="S3OutputPath for the request (default ROOT/output)")
     p.add_argument("--limit", type=int, help="keep only N images per split")
 
+    p = sub.add_parser("shapes", help="write the procedural object-detection data set and training requests",
+                       description="Draw circles, squares and triangles on noisy backgrounds with exact boxes and "
+                                   "write them under ROOT as images + JSON annotations, augmented manifests and "
+                                   "RecordIO, plus ROOT/request-{json,manifest,recordio}.json for `raysight train`.")
+    p.add_argument("root")
+    p.add_argument("--train", type=int, default=400, help="training images (default 400)")
+    p.add_argument("--validation", type=int, default=100, help="validation images (default 100)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="S3OutputPath for the requests (default ROOT/output)")
+
     p = sub.add_parser("im2rec", help="pack images into MXNet RecordIO (.rec + .idx), as MXNet's im2rec.py",
                        description="MXNet tools/im2rec.py with the same arguments: --list writes PREFIX.lst from "
                                    "the images under ROOT; without it every PREFIX*.lst becomes .rec + .idx.")
@@ -142,6 +153,20 @@ def cmd_digits(args) -> int:
     return 0
 
 
+def cmd_shapes(args) -> int:
+    from raysight.datasets import shapes
+
+    counts = shapes.write(args.root, args.train, args.validation, args.size, args.seed)
+    root, output = os.path.abspath(args.root), os.path.abspath(args.output or os.path.join(args.root, "output"))
+    for layout in shapes.FORMATS:
+        request = shapes.training_request(root, output, layout, name=f"shapes-ssd-{layout}", counts=counts)
+        with open(os.path.join(args.root, f"request-{layout}.json"), "w") as f:
+            json.dump(request, f, indent=2)
+    print(f"Wrote {counts['train']} training and {counts['validation']} validation images under {args.root} "
+          f"(classes: {', '.join(shapes.CLASSES)}); requests in {args.root}/request-{{{','.join(shapes.FORMATS)}}}.json")
+    return 0
+
+
 def cmd_im2rec(args) -> int:
     from raysight import im2rec
 
@@ -172,7 +197,7 @@ def cmd_demo(args) -> int:
     return run_demo(args.workdir, port=args.port, epochs=args.epochs)
 
 
-COMMANDS = {"train": cmd_train, "serve": cmd_serve, "tune": cmd_tune, "digits": cmd_digits,
+COMMANDS = {"train": cmd_train, "serve": cmd_serve, "tune": cmd_tune, "digits": cmd_digits, "shapes": cmd_shapes,
             "im2rec": cmd_im2rec, "inspect": cmd_inspect,
             "hyperparameters": cmd_hyperparameters, "demo": cmd_demo}
 

@@ -135,3 +135,15 @@ def schema_table(schema: list[Param]) -> str:
             default = str(p.default)
         lines.append(f"| {p.name} | {'yes' if p.required else 'no'} | {p.type} | {p.range_text()} | {default} |")
     return "\n".join(lines)
+
+
+def parse_epoch_list(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        steps = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ValueError(f"must be a comma-separated list of epochs such as '10, 20', got '{text}'") from None
+    if any(s < 1 for s in steps) or list(steps) != sorted(set(steps)):
+        raise ValueError(f"must list increasing epoch numbers >= 1, got '{text}'")
+    return steps

@@ -15,6 +15,7 @@ class Algorithm:
     objective: str = ""  # the tuning objective, e.g. "validation:accuracy"
     tuning_metrics: tuple[str, ...] = ()  # metrics a tuning job may optimise
     artifact_prefix: str = ""  # params file prefix inside model.tar.gz
+    weight_decay_optimizers: tuple[str, ...] = ("sgd", "nag")  # where weight_decay applies
 
     # -- request -----------------------------------------------------------------
     def check(self, hp: dict[str, Any], job) -> list[str]:
@@ -40,7 +41,17 @@ class Algorithm:
         pretrained backbone when asked, else None (random init). Checked in the driver,
         before any worker starts."""
         if "model" in job.channels:
-            return self._incremental_state(job.channels["model"], hp)
+            state = self._incremental_state(job.channels["model"], hp)
+            try:  # a shape the architecture keys do not name (e.g. an SSD512 extra layer)
+                self.build_model(hp).load_state_dict(state)
+            except RuntimeError as exc:
+                from raysight.errors import ClientError
+
+                first = str(exc).strip().splitlines()
+                raise ClientError(f"model channel {job.channels['model'].uri}: its weights do not fit the network "
+                                  f"these hyperparameters build ({first[1].strip() if len(first) > 1 else first[0]})"
+                                  ) from None
+            return state
         if hp.get("use_pretrained_model"):
             return self.pretrained_state(hp)
         return None
@@ -87,7 +98,12 @@ class Algorithm:
         across workers so every sample counts once."""
         raise NotImplementedError
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float], seconds: float) -> list[str]:
+    def log_batch(self, epoch: int, batch: int, speed: float, running: dict[str, float]) -> list[str]:
+        """Periodic progress lines inside an epoch (MXNet's Speedometer format by default)."""
+        values = "\t".join(f"{k}={v:.6f}" for k, v in running.items())
+        return [f"Epoch[{epoch}] Batch [{batch}]\tSpeed: {speed:.2f} samples/sec\t{values}"]
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], seconds: float, hp: dict[str, Any]) -> list[str]:
         """SageMaker-format log lines for one finished epoch."""
         return []
 

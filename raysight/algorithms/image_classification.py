@@ -16,7 +16,7 @@ from raysight.formats import recordio
 from raysight.algorithms import register
 from raysight.algorithms.base import Algorithm
 from raysight.errors import ClientError
-from raysight.hyperparams import Param
+from raysight.hyperparams import Param, parse_epoch_list
 from raysight.models import CIFAR_DEPTHS, IMAGENET_DEPTHS
 
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -34,18 +34,6 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     if shape[0] != 3:
         raise ValueError(f"must have 3 channels (RGB images), got '{text}'")
     return shape
-
-
-def parse_epoch_list(text: str) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        steps = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise ValueError(f"must be a comma-separated list of epochs such as '10, 20', got '{text}'") from None
-    if any(s < 1 for s in steps) or list(steps) != sorted(set(steps)):
-        raise ValueError(f"must list increasing epoch numbers >= 1, got '{text}'")
-    return steps
 
 
 def unit(name, default, doc, tunable=None, **kw):
@@ -328,7 +316,7 @@ class ImageClassification(Algorithm):
     def meter(self, hp, split):
         return AccuracyMeter(split, bool(hp["multi_label"]), hp["top_k"])
 
-    def log_epoch(self, epoch, metrics, seconds):
+    def log_epoch(self, epoch, metrics, seconds, hp):
         lines = [f"Epoch[{epoch}] Train-accuracy={metrics['train:accuracy']:.6f}"]
         if "validation:accuracy" in metrics:
             lines.append(f"Epoch[{epoch}] Validation-accuracy={metrics['validation:accuracy']:.6f}")

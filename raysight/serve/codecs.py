@@ -29,7 +29,9 @@ def choose_accept(header: str | None, offered: tuple[str, ...]) -> str:
         base = media_type(kind)
         if base in ("*/*", "application/*"):
             return offered[0]
-        for option in offered:
-            if kind.replace(" ", "").lower() == option or base == option:
-                return option
+        exact = kind.split(";q=")[0].replace(" ", "").lower()  # e.g. application/json;annotation=1
+        if exact in offered:
+            return exact
+        if base in offered:
+            return base
     raise HTTPError(406, f"unsupported Accept '{header}'; use one of {', '.join(offered)}")

@@ -48,7 +48,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         model.load_state_dict(ray.get(config["init_state"]))
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    optimizer = build_optimizer(hp, model.parameters())
+    optimizer = build_optimizer(hp, [p for p in model.parameters() if p.requires_grad],
+                                algo.weight_decay_optimizers)
     steps_per_epoch = config["steps_per_epoch"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(hp, step, steps_per_epoch)
@@ -101,8 +102,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             window += len(batch["label"])
             if (b + 1) % SPEED_EVERY == 0:
                 speed = window * ctx.get_world_size() / max(time.time() - window_start, 1e-9)
-                running = "\t".join(f"{k}={v:.6f}" for k, v in meter.local().items())
-                log(f"Epoch[{epoch}] Batch [{b + 1}]\tSpeed: {speed:.2f} samples/sec\t{running}")
+                for line in algo.log_batch(epoch, b + 1, speed, meter.local()):
+                    log(line)
                 window, window_start = 0, time.time()
         if failures.agreed():
             break
@@ -131,7 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         seconds = time.time() - tic
 
         # 3. log, checkpoint, report
-        for line in algo.log_epoch(epoch, metrics, seconds):
+        for line in algo.log_epoch(epoch, metrics, seconds, hp):
             log(line, flush=True)
         improved, since_best = progress.update(metrics[objective])
         best = progress.best

@@ -7,19 +7,22 @@ from typing import Any
 import torch
 
 
-def build_optimizer(hp: dict[str, Any], params) -> torch.optim.Optimizer:
+def build_optimizer(hp: dict[str, Any], params, decayed: tuple[str, ...] = ("sgd", "nag")) -> torch.optim.Optimizer:
+    """`decayed`: the optimizers the algorithm applies weight_decay to (IC: sgd, nag;
+    OD: sgd, rmsprop). Settings an algorithm does not expose keep MXNet's defaults."""
     name, lr = hp["optimizer"], hp["learning_rate"]
+    decay = hp.get("weight_decay", 0.0) if name in decayed else 0.0
     if name in ("sgd", "nag"):
-        return torch.optim.SGD(params, lr=lr, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+        return torch.optim.SGD(params, lr=lr, momentum=hp["momentum"], weight_decay=decay,
                                nesterov=name == "nag" and hp["momentum"] > 0)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(hp["beta_1"], hp["beta_2"]), eps=hp["eps"])
-    if name == "rmsprop":
-        # MXNet's RMSProp has no momentum by default and no weight decay for IC.
-        return torch.optim.RMSprop(params, lr=lr, alpha=hp["gamma"], eps=hp["eps"],
-                                   weight_decay=hp.get("rmsprop_weight_decay", 0.0))
-    if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=hp.get("weight_decay", 0.0))
+        return torch.optim.Adam(params, lr=lr, betas=(hp.get("beta_1", 0.9), hp.get("beta_2", 0.999)),
+                                eps=hp.get("eps", 1e-8), weight_decay=decay)
+    if name == "rmsprop":  # MXNet's RMSProp: no momentum by default
+        return torch.optim.RMSprop(params, lr=lr, alpha=hp.get("gamma", 0.9), eps=hp.get("eps", 1e-8),
+                                   weight_decay=decay)
+    if name == "adadelta":  # MXNet's AdaDelta defaults: rho 0.9, epsilon 1e-5
+        return torch.optim.Adadelta(params, lr=lr, rho=0.9, eps=1e-5, weight_decay=decay)
     raise ValueError(f"unknown optimizer '{name}'")
 
 
