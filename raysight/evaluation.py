@@ -1,9 +1,10 @@
 """Detection mAP as SageMaker's Object Detection reports it: PASCAL VOC 2007's
 11-point interpolated AP per class, averaged over classes that have ground truth.
 
-A detection is a true positive when its IoU with a not-yet-matched ground-truth box
-of its class is > `overlap_threshold` (greedy, highest score first, each ground
-truth matched at most once); coordinates are normalised, so no +1 pixel.
+Matching follows MXNet's VOC07MApMetric: detections of a class, highest score first,
+each take the ground-truth box of that class they overlap most; it is a true positive
+when that IoU is > `overlap_threshold` and the box is not taken yet (each ground truth
+matches at most once), else a false positive. Coordinates are normalised: no +1 pixel.
 """
 from __future__ import annotations
 
@@ -42,11 +43,10 @@ def match(detections, ground_truth, num_classes: int, overlap_threshold: float):
             used = np.zeros(len(truth), dtype=bool)
             for row in mine:
                 hit = False
-                if len(truth):
+                if len(truth):  # VOC/MXNet: the best-overlapping box; already taken → false positive
                     overlaps = iou(row[2:], truth)
-                    overlaps[used] = -1
                     j = int(np.argmax(overlaps))
-                    if overlaps[j] > overlap_threshold:
+                    if overlaps[j] > overlap_threshold and not used[j]:
                         used[j] = hit = True
                 scores.append(row[1])
                 hits.append(hit)

@@ -16,6 +16,7 @@ class Algorithm:
     tuning_metrics: tuple[str, ...] = ()  # metrics a tuning job may optimise
     artifact_prefix: str = ""  # params file prefix inside model.tar.gz
     weight_decay_optimizers: tuple[str, ...] = ("sgd", "nag")  # where weight_decay applies
+    log_every_batches: int = 20  # how often log_batch lines are written
 
     # -- request -----------------------------------------------------------------
     def check(self, hp: dict[str, Any], job) -> list[str]:

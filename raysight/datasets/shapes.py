@@ -123,8 +123,7 @@ DEFAULT_HYPERPARAMETERS = {
     "image_shape": "300",
     "epochs": "20",
     "mini_batch_size": "16",
-    "optimizer": "adam",
-    "learning_rate": "0.002",
+    "optimizer": "adam",  # learning_rate keeps SageMaker's default, 0.001
     "label_width": "22",
 }
 

@@ -23,9 +23,6 @@ from raysight.train import dist
 from raysight.train.ingest import shard_name
 from raysight.train.optim import build_optimizer, lr_multiplier
 
-SPEED_EVERY = 20  # batches between "Speed:" lines
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
     import ray.train.torch
@@ -100,7 +97,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             scheduler.step()
             meter.update(outputs.detach().float(), batch)
             window += len(batch["label"])
-            if (b + 1) % SPEED_EVERY == 0:
+            if (b + 1) % algo.log_every_batches == 0:
                 speed = window * ctx.get_world_size() / max(time.time() - window_start, 1e-9)
                 for line in algo.log_batch(epoch, b + 1, speed, meter.local()):
                     log(line)
