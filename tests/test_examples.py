@@ -16,7 +16,7 @@ def test_example_training_requests_validate():
     for path in paths:
         with open(path) as f:
             job, algo, hp = driver.prepare(json.load(f))
-        assert algo.name == "image-classification"
+        assert algo.name == ("object-detection" if "object-detection" in path else "image-classification")
 
 
 def test_example_tuning_request_validates():
@@ -31,12 +31,13 @@ def test_serve_config_matches_serves_schema_and_builder():
 
     from raysight.serve.app import build
 
-    with open(os.path.join(ROOT, "serve_configs", "image_classification.yaml")) as f:
-        config = yaml.safe_load(f)
-    schema = ServeDeploySchema.model_validate(config)
-    app = schema.applications[0]
-    assert app.import_path == "raysight.serve.app:build" and app.route_prefix == "/"
-    assert callable(build) and "model" in app.args
+    for name in ("image_classification.yaml", "object_detection.yaml"):
+        with open(os.path.join(ROOT, "serve_configs", name)) as f:
+            config = yaml.safe_load(f)
+        schema = ServeDeploySchema.model_validate(config)
+        app = schema.applications[0]
+        assert app.import_path == "raysight.serve.app:build" and app.route_prefix == "/"
+        assert callable(build) and "model" in app.args
 
 
 def test_cluster_yaml_is_an_autoscaler_config():
