@@ -15,7 +15,7 @@ from raysight.datasets import shapes
 from tests.conftest import free_port, run_cli, upload_tree, write_json
 from tests.test_serve import encode, ping, post
 
-TRAIN, VALIDATION, SIZE, EPOCHS = 288, 40, 96, 17
+TRAIN, VALIDATION, SIZE, EPOCHS = 288, 40, 96, 18
 # What a detector that has learnt nothing scores: random boxes of object-like sizes.
 CHANCE_DETECTIONS = 10
 

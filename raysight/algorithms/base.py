@@ -108,6 +108,10 @@ class Algorithm:
         """SageMaker-format log lines for one finished epoch."""
         return []
 
+    def preview(self, model, validation, hp: dict[str, Any]) -> tuple[str, bytes] | None:
+        """(file name, PNG) showing the trained model on a few validation samples, or None."""
+        return None
+
     # -- serving ------------------------------------------------------------------
     def predictor(self, model, meta: dict[str, Any]):
         """An object with predict(body, content_type, accept) -> (status, body, content_type)."""

@@ -63,6 +63,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
         stopped = outcome.get("stopped")
         _write_curves(job, history)
+        _write_preview(job, algo, hp, datasets["validation"], tarball_uri)
         describe.update(
             TrainingJobStatus="Stopped" if stopped else "Completed",
             SecondaryStatus=stopped or "Completed",
@@ -232,6 +233,19 @@ def _write_model(job: TrainingJob, algo, hp, result) -> str:
     return uri
 
 
+def _write_preview(job: TrainingJob, algo, hp, validation, tarball_uri: str) -> None:
+    """The algorithm's picture of the served model on a few validation samples
+    (e.g. detections.png), beside job.json."""
+    try:
+        _, model, _ = artifacts.load_model(tarball_uri)
+        picture = algo.preview(model, validation, hp)
+        if picture:
+            name, png = picture
+            storage.write_bytes(storage.join(output_prefix(job), name), png)
+    except Exception as exc:  # noqa: BLE001 - a missing picture must not fail a trained job
+        print(f"could not draw the preview: {exc}")
+
+
 def _write_curves(job: TrainingJob, history: list[dict]) -> None:
     """metrics.json (one row per epoch) and training-curves.png beside job.json."""
     if not history:
@@ -246,15 +260,21 @@ def _write_curves(job: TrainingJob, history: list[dict]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
         epochs = [h["epoch"] for h in history]
+        # losses and scores live on different scales: one panel per kind of metric
+        panels: dict[str, list[str]] = {}
         for name in sorted({k for h in history for k in h if ":" in k}):
-            ax.plot(epochs, [h.get(name) for h in history], marker="o", label=name)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(job.name)
-        ax.grid(alpha=0.3)
-        ax.legend()
+            panels.setdefault(name.split(":", 1)[1], []).append(name)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), dpi=100, squeeze=False)
+        for ax, (kind, names) in zip(axes[0], panels.items()):
+            for name in names:
+                ax.plot(epochs, [h.get(name) for h in history], marker="o", label=name)
+            ax.set_xlabel("epoch")
+            ax.set_title(kind)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(job.name)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
