@@ -18,7 +18,7 @@ def test_same_curve_from_detections():
     det = [np.array([[0, 0.9, 0.1, 0.1, 0.4, 0.4],    # TP: recall 0.5, precision 1
                      [0, 0.8, 0.0, 0.6, 0.2, 0.8],    # FP (no overlap): precision 0.5
                      [0, 0.7, 0.6, 0.6, 0.9, 0.9]])]  # TP: recall 1, precision 2/3
-    score, per_class = evaluation.mean_ap(det, gt, num_classes=1)
+    score, _ = evaluation.mean_ap(det, gt, num_classes=1)
     # envelope: 1 for recall <= 0.5, 2/3 above → (6 + 5 x 2/3) / 11
     assert score == pytest.approx((6 + 5 * 2 / 3) / 11)
 
@@ -31,7 +31,7 @@ def test_each_ground_truth_matches_once_and_classes_do_not_mix():
     score, per_class = evaluation.mean_ap(det, gt, num_classes=2)
     assert per_class == [1.0, None]  # class 1 has no ground truth: left out of the mean
     assert score == 1.0
-    scores, hits, total = evaluation.match(det, gt, 2, 0.5)[0]
+    _, hits, total = evaluation.match(det, gt, 2, 0.5)[0]
     assert hits.tolist() == [True, False] and total == 1
 
 

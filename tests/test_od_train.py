@@ -12,6 +12,8 @@ import pytest
 
 from raysight import evaluation
 from raysight.datasets import shapes
+from raysight.errors import ClientError
+from raysight.train import driver
 from tests.conftest import free_port, run_cli, upload_tree, write_json
 from tests.test_serve import encode, ping, post
 
@@ -104,7 +106,7 @@ def test_artifact_is_sagemakers_layout(trained):
         names = set(tar.getnames())
         hp = json.load(tar.extractfile("hyperparams.json"))
     assert {"hyperparams.json", "raysight.json"} <= names
-    assert [n for n in names if n.endswith(".params")][0].startswith("model_algo_1-")
+    assert next(n for n in names if n.endswith(".params")).startswith("model_algo_1-")
     assert hp["base_network"] == "resnet-50" and hp["num_classes"] == 3
 
 
@@ -184,9 +186,10 @@ def test_incremental_training_starts_from_the_model(trained, shapes_data, tmp_pa
     for name, hp, text in [("od-k", {"num_classes": "4"}, "num_classes is 3 in the model but 4 in this job"),
                            ("od-net", {"base_network": "vgg-16"}, "base_network is resnet-50 in the model"),
                            ("od-512", {"image_shape": "512"}, "do not fit the network")]:
-        proc = run_cli("train", request(name, **hp))
-        assert proc.returncode != 0
-        assert "ClientError" in proc.stdout + proc.stderr and text in proc.stdout + proc.stderr, proc.stdout[-2000:]
+        with open(request(name, **hp)) as f:
+            job, algo, values = driver.prepare(json.load(f))
+        with pytest.raises(ClientError, match=text):  # checked in the driver, before any worker starts
+            algo.initial_state(job, values)
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +233,9 @@ def test_bad_annotations_fail_before_training(ray_cluster, small_shapes, tmp_pat
         json.dump(doc, f)
     request = shapes.training_request(root, str(tmp_path), "json", name="od-box", counts=counts)
     request["InputDataConfig"][2]["DataSource"]["S3DataSource"]["S3Uri"] = str(bad / "ann")
-    proc = run_cli("train", write_json(tmp_path / "b.json", request))
-    assert proc.returncode == 1
-    assert "00003.json annotation 0: box (90, " in proc.stdout + proc.stderr
-    assert "lies outside the 64x64 image" in proc.stdout + proc.stderr
+    job, algo, values = driver.prepare(request)
+    with pytest.raises(ClientError, match=r"00003\.json annotation 0: box \(90, .* lies outside the 64x64 image"):
+        algo.datasets(job, values)
 
 
 def test_recordio_label_wider_than_label_width_names_the_record(ray_cluster, small_shapes, tmp_path):

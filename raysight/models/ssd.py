@@ -174,7 +174,7 @@ class SSD(nn.Module):
         self.head = SSDHead(self.backbone.out_channels, generator.num_anchors_per_location(), num_classes + 1)
         for conv in self.head.classification_head.module_list:  # start from "background is likely"
             nn.init.constant_(conv.bias.view(-1, num_classes + 1)[:, 0], BACKGROUND_PRIOR_LOGIT)
-        self.register_buffer("anchors", default_boxes(base_network, image_size, width), persistent=False)
+        self.register_buffer("anchors", default_boxes(base_network, image_size, width).clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.backbone(x))

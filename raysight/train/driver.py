@@ -195,9 +195,11 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=(), init_state
         run_config=RunConfig(
             name=job.name,
             storage_path=storage_path,
-            # Only epochs worth keeping report a checkpoint, so the latest one is the best
-            # one unless checkpoint_frequency asks for more.
-            checkpoint_config=CheckpointConfig(num_to_keep=None if frequency else 1),
+            # Every epoch reports a checkpoint; Ray Train keeps the latest (a restarted worker
+            # group resumes from it) and the top keep_score ones: every checkpoint_frequency-th
+            # epoch and the newest best (loop.keep_score).
+            checkpoint_config=CheckpointConfig(num_to_keep=(hp["epochs"] // frequency if frequency else 0) + 1,
+                                               checkpoint_score_attribute="keep_score"),
             failure_config=FailureConfig(max_failures=3),
             callbacks=list(callbacks),
         ),
@@ -217,14 +219,14 @@ def _write_model(job: TrainingJob, algo, hp, result) -> str:
         kept = [(result.checkpoint, result.metrics)]
     if not kept:
         raise RuntimeError("training reported no checkpoint")
-    params, serve_epoch = {}, None
-    for checkpoint, metrics in kept:
-        epoch = int(metrics["epoch"])
-        with checkpoint.as_directory() as d:
+    epochs = {int(m["epoch"]): (c, m) for c, m in kept}
+    bests = [e for e, (_, m) in epochs.items() if m.get("is_best")]
+    serve_epoch = max(bests) if bests else max(epochs)  # stopped before any epoch ended: the last
+    wanted = {serve_epoch} | {e for e, (_, m) in epochs.items() if m.get("is_frequency")}
+    params = {}
+    for epoch in sorted(wanted):
+        with epochs[epoch][0].as_directory() as d:
             params[epoch] = artifacts.state_dict_bytes(os.path.join(d, "model.pt"))
-        if metrics.get("keep_reason") == "best" and (serve_epoch is None or epoch > serve_epoch):
-            serve_epoch = epoch
-    serve_epoch = max(params) if serve_epoch is None else serve_epoch
     blob = artifacts.build_tarball(algo.name, algo.artifact_prefix, hp, params, serve_epoch,
                                    input_shape=algo.input_shape(hp),
                                    extra={"best_metric": {algo.objective: result.metrics.get("best")}})

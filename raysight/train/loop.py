@@ -111,7 +111,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 state = {"epoch": epoch, "best": best, "since_best": since_best, "history": history,
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
                 net = model.module if hasattr(model, "module") else model
-                _report({"epoch": epoch, "best": None, "keep_reason": "last"}, net, state, algo, rank == 0)
+                _report({"epoch": epoch, "best": None, "is_best": False, "is_frequency": False,
+                         "keep_score": keep_score(epoch, False, False)}, net, state, algo, rank == 0)
             break
         metrics = meter.compute()
 
@@ -135,12 +136,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         best = progress.best
         if improved:
             log(f"Storing the best model with {objective.replace(':', ' ')}: {best:.6f}", flush=True)
-        keep = improved or _frequency_epoch(hp, epoch)
-        metrics.update(epoch=epoch, best=best, keep_reason="best" if improved else ("frequency" if keep else ""))
+        frequency = _frequency_epoch(hp, epoch)
+        metrics.update(epoch=epoch, best=best, is_best=improved, is_frequency=frequency,
+                       keep_score=keep_score(epoch, improved, frequency))
         history.append({k: v for k, v in metrics.items() if ":" in k} | {"epoch": epoch, "seconds": seconds})
         state = {"epoch": epoch, "best": best, "since_best": since_best, "improved": improved,
                  "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        _report(metrics, net, state, algo, keep and rank == 0)
+        # every epoch checkpoints (Ray Train keeps the latest, for a restart) ...
+        _report(metrics, net, state, algo, rank == 0)
 
         # 4. early stopping (every worker sees the same reduced metrics, so all stop together)
         if progress.should_stop(epoch):
@@ -276,6 +279,14 @@ def metric_logger():
         logger.info(line)
 
     return log
+
+
+def keep_score(epoch: int, best: bool, frequency: bool) -> float:
+    """... and CheckpointConfig keeps the top scores: checkpoint_frequency epochs first,
+    then the newest best epoch; other epochs only until the next report."""
+    if frequency:
+        return 1e6 + epoch
+    return float(epoch) if best else -1.0
 
 
 def _frequency_epoch(hp, epoch: int) -> bool:
