@@ -179,3 +179,26 @@ def test_loss_prefers_the_right_answer():
     assert torch.allclose(rows[0, 2:], labels[0, 0, 1:], atol=1e-4)
     assert (rows[:, 1] > 0.5).sum() == 1
 
+
+
+def test_channel_sets_are_checked_before_training():
+    from raysight.requests import parse_training_job
+
+    def job(content_type, names, **source):
+        return parse_training_job({
+            "TrainingJobName": "x", "AlgorithmSpecification": {"AlgorithmName": "object-detection",
+                                                               "TrainingInputMode": "File"},
+            "HyperParameters": {}, "OutputDataConfig": {"S3OutputPath": "/tmp/out"},
+            "InputDataConfig": [{"ChannelName": c, "ContentType": content_type,
+                                 "DataSource": {"S3DataSource": {"S3Uri": f"/tmp/{c}", **source}}} for c in names]})
+
+    assert OD.check(hp(), job("image/jpeg", ["train", "validation", "train_annotation"])) == [
+        "content type 'image/jpeg' needs channels train, validation, train_annotation, validation_annotation; "
+        "missing validation_annotation"]
+    assert OD.check(hp(), job("image/png", ["train", "validation", "train_annotation", "validation_annotation"])) == []
+    assert "'bounding-box' attribute" in OD.check(hp(), job("application/x-recordio", ["train", "validation"],
+                                                            S3DataType="AugmentedManifestFile",
+                                                            AttributeNames=["source-ref"]))[0]
+    assert "must be one of" in OD.check(hp(), job("text/csv", ["train", "validation"]))[0]
+    assert OD.check(hp(), job("application/x-recordio", ["train"])) == [
+        "channel 'validation' is required (got: train)"]

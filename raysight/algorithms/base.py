@@ -5,6 +5,9 @@ from typing import Any
 
 from raysight.hyperparams import Param
 
+IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
+RECORDIO = "application/x-recordio"
+
 
 class Algorithm:
     """One built-in algorithm: hyperparameter schema, model builder, data adapter,
@@ -18,10 +21,49 @@ class Algorithm:
     weight_decay_optimizers: tuple[str, ...] = ("sgd", "nag")  # where weight_decay applies
     log_every_batches: int = 20  # how often log_batch lines are written
 
+    image_index_channels: tuple[str, ...] = ()  # what image content types need besides train/validation
+    manifest_label: str = "label"  # what the second AttributeNames entry holds, for messages
+
     # -- request -----------------------------------------------------------------
     def check(self, hp: dict[str, Any], job) -> list[str]:
         """Cross-field and channel problems (each a message); [] when fine."""
-        return []
+        return self.channel_problems(job)
+
+    def channel_problems(self, job) -> list[str]:
+        """SageMaker's channel sets: train + validation as RecordIO, as augmented manifests,
+        or as images plus `image_index_channels`; a `model` channel in File mode."""
+        channels = job.channels
+        problems = []
+        if "model" in channels and channels["model"].input_mode != "File":
+            problems.append("channel 'model' must use InputMode File")
+        for split in ("train", "validation"):
+            if split not in channels:
+                return problems + [f"channel '{split}' is required (got: {', '.join(channels) or 'none'})"]
+        manifests = [c for c in ("train", "validation") if channels[c].s3_data_type == "AugmentedManifestFile"]
+        if manifests:
+            problems += [f"channel '{c}' (AugmentedManifestFile) needs AttributeNames [image attribute, "
+                         f"{self.manifest_label} attribute], got {channels[c].attribute_names}" for c in manifests
+                         if len(channels[c].attribute_names) != 2]
+            if len(manifests) == 1:
+                problems.append("train and validation must both be augmented manifests")
+            return problems
+        mime = channels["train"].mime
+        if mime in IMAGE_TYPES:
+            missing = [c for c in self.image_index_channels if c not in channels]
+            if missing:
+                problems.append(f"content type '{mime}' needs channels "
+                                f"{', '.join(('train', 'validation') + self.image_index_channels)}; "
+                                f"missing {', '.join(missing)}")
+        elif mime != RECORDIO:
+            problems.append(f"channel 'train' content type '{channels['train'].content_type}' must be one of "
+                            f"{', '.join(IMAGE_TYPES + (RECORDIO,))}")
+        return problems
+
+    @staticmethod
+    def image_format(job) -> bool:
+        """True for images + index channels (not RecordIO, not manifests)."""
+        train = job.channels.get("train")
+        return train is not None and train.s3_data_type != "AugmentedManifestFile" and train.mime in IMAGE_TYPES
 
     # -- model --------------------------------------------------------------------
     def input_shape(self, hp: dict[str, Any]) -> tuple[int, int, int]:

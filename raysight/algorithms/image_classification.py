@@ -14,13 +14,11 @@ import numpy as np
 from raysight import data, images
 from raysight.formats import recordio
 from raysight.algorithms import register
-from raysight.algorithms.base import Algorithm
+from raysight.algorithms.base import RECORDIO, Algorithm
 from raysight.errors import ClientError
 from raysight.hyperparams import Param, parse_epoch_list
 from raysight.models import CIFAR_DEPTHS, IMAGENET_DEPTHS
 
-IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
-RECORDIO = "application/x-recordio"
 AUGMENTATIONS = ("crop", "crop_color", "crop_color_transform")
 
 
@@ -173,6 +171,7 @@ class ImageClassification(Algorithm):
     tuning_metrics = ("validation:accuracy", "train:accuracy")
     architecture_keys = ("num_layers", "image_shape", "num_classes")
     artifact_prefix = "image-classification"
+    image_index_channels = ("train_lst", "validation_lst")
 
     # -- request -----------------------------------------------------------------
     def check(self, hp, job) -> list[str]:
@@ -196,37 +195,10 @@ class ImageClassification(Algorithm):
         if hp["kv_store"] == "dist_async":
             warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
                           stacklevel=2)
-        problems += self._check_channels(hp, job)
-        if "model" in job.channels and job.channels["model"].input_mode != "File":
-            problems.append("channel 'model' must use InputMode File")
+        problems += self.channel_problems(job)
+        if not problems and self.image_format(job) and hp["resize"] is None:
+            problems.append("hyperparameter 'resize' is required for image content types")
         return problems
-
-    def _check_channels(self, hp, job) -> list[str]:
-        channels = job.channels
-        for split in ("train", "validation"):
-            if split not in channels:
-                return [f"channel '{split}' is required (got: {', '.join(channels) or 'none'})"]
-        mime = channels["train"].mime
-        manifests = [c for c in ("train", "validation") if channels[c].s3_data_type == "AugmentedManifestFile"]
-        if manifests:
-            problems = [f"channel '{c}' (AugmentedManifestFile) needs AttributeNames [image attribute, label "
-                        f"attribute], got {channels[c].attribute_names}" for c in manifests
-                        if len(channels[c].attribute_names) != 2]
-            if len(manifests) == 1:
-                problems.append("train and validation must both be augmented manifests")
-            return problems
-        if mime in IMAGE_TYPES:
-            missing = [c for c in ("train_lst", "validation_lst") if c not in channels]
-            if missing:
-                return [f"content type '{mime}' needs channels train, validation, train_lst, validation_lst; "
-                        f"missing {', '.join(missing)}"]
-            if hp["resize"] is None:
-                return ["hyperparameter 'resize' is required for image content types"]
-            return []
-        if mime == RECORDIO:
-            return []
-        return [f"channel 'train' content type '{channels['train'].content_type}' must be one of "
-                f"{', '.join(IMAGE_TYPES + (RECORDIO,))}"]
 
     # -- model --------------------------------------------------------------------
     def input_shape(self, hp):

@@ -16,13 +16,11 @@ import numpy as np
 
 from raysight import data, images, storage
 from raysight.algorithms import register
-from raysight.algorithms.base import Algorithm
+from raysight.algorithms.base import RECORDIO, Algorithm
 from raysight.errors import ClientError
 from raysight.formats import detection, recordio
 from raysight.hyperparams import Param, parse_epoch_list
 
-IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
-RECORDIO = "application/x-recordio"
 BASE_NETWORKS = ("vgg-16", "resnet-50")  # models/ssd.py; repeated here so validation needs no torch
 WIDTH = "raysight_width_multiplier"
 
@@ -167,6 +165,8 @@ class ObjectDetection(Algorithm):
     artifact_prefix = "model_algo_1"
     weight_decay_optimizers = ("sgd", "rmsprop")
     log_every_batches = 10
+    image_index_channels = ("train_annotation", "validation_annotation")
+    manifest_label = "'bounding-box'"
 
     # -- request -----------------------------------------------------------------
     def check(self, hp, job) -> list[str]:
@@ -182,35 +182,7 @@ class ObjectDetection(Algorithm):
         if hp["kv_store"] == "dist_async":
             warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
                           stacklevel=2)
-        problems += self._check_channels(job)
-        if "model" in job.channels and job.channels["model"].input_mode != "File":
-            problems.append("channel 'model' must use InputMode File")
-        return problems
-
-    def _check_channels(self, job) -> list[str]:
-        channels = job.channels
-        for split in ("train", "validation"):
-            if split not in channels:
-                return [f"channel '{split}' is required (got: {', '.join(channels) or 'none'})"]
-        manifests = [c for c in ("train", "validation") if channels[c].s3_data_type == "AugmentedManifestFile"]
-        if manifests:
-            problems = [f"channel '{c}' (AugmentedManifestFile) needs AttributeNames [image attribute, "
-                        f"'bounding-box' attribute], got {channels[c].attribute_names}" for c in manifests
-                        if len(channels[c].attribute_names) != 2]
-            if len(manifests) == 1:
-                problems.append("train and validation must both be augmented manifests")
-            return problems
-        mime = channels["train"].mime
-        if mime in IMAGE_TYPES:
-            missing = [c for c in ("train_annotation", "validation_annotation") if c not in channels]
-            if missing:
-                return [f"content type '{mime}' needs channels train, validation, train_annotation, "
-                        f"validation_annotation; missing {', '.join(missing)}"]
-            return []
-        if mime == RECORDIO:
-            return []
-        return [f"channel 'train' content type '{channels['train'].content_type}' must be one of "
-                f"{', '.join(IMAGE_TYPES + (RECORDIO,))}"]
+        return problems + self.channel_problems(job)
 
     # -- model --------------------------------------------------------------------
     def input_shape(self, hp):
