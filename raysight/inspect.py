@@ -58,18 +58,34 @@ def records(uri: str, root: str | None = None) -> Iterator[dict[str, Any]]:
         raise ClientError(f"{uri}: no .rec or .lst files found (format '{kind}' is not inspectable yet)")
 
 
+def detection_classes(label: list[float]) -> list[int] | None:
+    """Class ids of an MXNet detection label [A, B, header..., objects x B], or None when
+    the label is a classification label (one id, or a 0/1 multi-hot row)."""
+    if len(label) < 7 or label[0] != int(label[0]) or label[1] != int(label[1]):
+        return None
+    a, b = int(label[0]), int(label[1])
+    if a < 2 or b < 5 or (len(label) - a) % b:
+        return None
+    return [int(label[i]) for i in range(a, len(label), b)]
+
+
 def summarize(uri: str, root: str | None = None, emit=None) -> dict[str, Any]:
     files = data.list_files(uri)
     summary: dict[str, Any] = {"channel": uri, "format": detect(files if files != [""] else [uri]),
                                "files": len(files),
                                "records": 0, "labels": {}, "image_sizes": {}, "problems": []}
     labels: Counter = Counter()
+    objects: Counter = Counter()
     widths, heights = [], []
     try:
         for r in records(uri, root):
             summary["records"] += 1
-            key = str(int(r["label"][0])) if len(r["label"]) == 1 else json.dumps(r["label"])
-            labels[key] += 1
+            classes = detection_classes(r["label"])
+            if classes is not None:  # object detection: count objects per class and per image
+                labels.update(f"class {c}" for c in classes)
+                objects[str(len(classes))] += 1
+            else:
+                labels[str(int(r["label"][0])) if len(r["label"]) == 1 else json.dumps(r["label"])] += 1
             try:
                 with Image.open(io.BytesIO(r["image"])) as im:
                     widths.append(im.size[0])
@@ -84,6 +100,8 @@ def summarize(uri: str, root: str | None = None, emit=None) -> dict[str, Any]:
     except ClientError as exc:
         summary["problems"].extend(exc.problems)
     summary["labels"] = dict(sorted(labels.items(), key=lambda kv: (len(kv[0]), kv[0])))
+    if objects:
+        summary["objects_per_image"] = dict(sorted(objects.items(), key=lambda kv: int(kv[0])))
     if widths:
         summary["image_sizes"] = {"min_width": min(widths), "max_width": max(widths),
                                   "min_height": min(heights), "max_height": max(heights)}
@@ -98,6 +116,8 @@ def format_text(s: dict[str, Any]) -> str:
         lines.append(f"images:   {z['min_width']}-{z['max_width']} x {z['min_height']}-{z['max_height']} px")
     if s["labels"]:
         lines.append("labels:   " + ", ".join(f"{k}: {v}" for k, v in list(s["labels"].items())[:30]))
+    if s.get("objects_per_image"):
+        lines.append("objects:  " + ", ".join(f"{k} per image: {v}" for k, v in s["objects_per_image"].items()))
     lines.append(f"problems: {len(s['problems'])}")
     lines += [f"  - {p}" for p in s["problems"][:50]]
     return "\n".join(lines)

@@ -202,3 +202,17 @@ def test_channel_sets_are_checked_before_training():
     assert "must be one of" in OD.check(hp(), job("text/csv", ["train", "validation"]))[0]
     assert OD.check(hp(), job("application/x-recordio", ["train"])) == [
         "channel 'validation' is required (got: train)"]
+
+
+def test_inspect_summarises_detection_records(tmp_path):
+    from raysight import inspect
+    from raysight.datasets import shapes
+
+    shapes.write(str(tmp_path), train=12, validation=2, size=64, seed=3, formats=("recordio",))
+    summary = inspect.summarize(str(tmp_path / "recordio" / "train"))
+    assert summary["records"] == 12 and summary["problems"] == []
+    assert set(summary["labels"]) <= {"class 0", "class 1", "class 2"}
+    assert sum(int(k) * v for k, v in summary["objects_per_image"].items()) == sum(summary["labels"].values())
+    assert sum(summary["objects_per_image"].values()) == 12
+    assert inspect.detection_classes([3.0]) is None and inspect.detection_classes([1, 0, 1, 0, 0, 1, 1]) is None
+    assert inspect.detection_classes([2, 5, 1, 0.1, 0.1, 0.5, 0.5, 0, 0.2, 0.2, 0.4, 0.4]) == [1, 0]
