@@ -117,7 +117,7 @@ def test_top_k_and_multi_label_accuracy():
     meter.update(outputs, {"label": torch.tensor([1, 1, 0])})
     m = meter.compute()
     assert m == {"validation:accuracy": pytest.approx(1 / 3), "validation:top_k_accuracy_2": pytest.approx(2 / 3)}
-    lines = IC.log_epoch(3, {"train:accuracy": 0.5, **m}, 1.0)
+    lines = IC.log_epoch(3, {"train:accuracy": 0.5, **m}, 1.0, hp())
     assert "Epoch[3] Validation-top_k_accuracy_2=0.666667" in lines
     multi = AccuracyMeter("train", multi_label=True, top_k=None)
     multi.update(torch.tensor([[2.0, -1.0, 3.0]]), {"label": torch.tensor([[1.0, 1.0, 1.0]])})
