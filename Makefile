@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/raysight demo --workdir demo-output
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf demo-output .pytest_cache

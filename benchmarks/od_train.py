@@ -6,7 +6,8 @@
    beside torchvision's `ssd300_vgg16` in a bare PyTorch loop on the same images and
    batch size (the bare loop gets pre-decoded tensors: its best case).
 
-Usage: python benchmarks/od_train.py [--epochs 25] [--width 0.125] [--throughput-images 64]
+Usage: python benchmarks/od_train.py [--epochs 25] [--width 0.125] [--bases resnet-50,vgg-16]
+       [--throughput-images 64]   (0 skips part 2)
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=100)
     parser.add_argument("--throughput-images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--bases", default="resnet-50,vgg-16", help="base networks to train, comma-separated")
     args = parser.parse_args()
 
     import ray
@@ -85,7 +87,7 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads\n")
     print("| base_network | width | epochs | best validation:mAP (epoch) | last mAP | records/s (train) |")
     print("|---|---|---|---|---|---|")
-    for base in ("resnet-50", "vgg-16"):
+    for base in args.bases.split(","):
         history = train(root, f"{root}/out", counts, base_network=base, raysight_width_multiplier=args.width,
                         epochs=str(args.epochs))
         best = max(history, key=lambda h: h["validation:mAP"])
@@ -93,6 +95,8 @@ def main() -> None:
         print(f"| {base} | {args.width} | {len(history)} | {best['validation:mAP']:.3f} ({best['epoch']}) | "
               f"{history[-1]['validation:mAP']:.3f} | {rate:.1f} (incl. validation) |", flush=True)
 
+    if not args.throughput_images:
+        return
     small = tempfile.mkdtemp(prefix="raysight-od-small-")
     few = shapes.write(small, args.throughput_images, 16, size=128, seed=1)
     history = train(small, f"{small}/out", few, base_network="vgg-16", raysight_width_multiplier="1",

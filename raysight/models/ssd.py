@@ -46,7 +46,12 @@ def vgg16_trunk(width: float = 1.0) -> nn.Sequential:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(cin, _c(v, width), 3, padding=1), nn.ReLU(inplace=True)]
+            conv = nn.Conv2d(cin, _c(v, width), 3, padding=1)
+            # torchvision's VGG init: without batch norm, PyTorch's default conv init leaves
+            # the 13-layer trunk nearly untrainable from scratch (measured: no mAP in 25 epochs)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(conv.bias, 0.0)
+            layers += [conv, nn.ReLU(inplace=True)]
             cin = _c(v, width)
     return nn.Sequential(*layers)
 
