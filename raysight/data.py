@@ -128,6 +128,19 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: 
     return ds.map_batches(decode, batch_size=batch_size, batch_format="numpy")
 
 
+def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, training: bool, shards: int = 1,
+                     batch_size: int = 128) -> list:
+    """One channel as Ray datasets, one per worker for a ShardedByS3Key training channel,
+    else one: index `rows` (.lst, annotations, manifest) read and decoded lazily by
+    `decode`, or, when `rows` is None, the channel's RecordIO records."""
+    n = shards if training and channel.distribution == "ShardedByS3Key" else 1
+    if rows is None:
+        return [recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=batch_size, batch_format="numpy")
+                for i in range(n)]
+    return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, batch_size=batch_size)
+            for part in shard_rows(rows, n, channel)]
+
+
 def file_mode_cache(channel) -> str | None:
     """The node-local cache folder for a File-mode channel; None streams (Pipe mode)."""
     return storage.cache_dir() if channel.input_mode == "File" else None

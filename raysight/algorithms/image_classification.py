@@ -222,28 +222,23 @@ class ImageClassification(Algorithm):
     def datasets(self, job, hp, shards=1):
         datasets = {}
         for split in ("train", "validation"):
-            channel = job.channels[split]
-            n = shards if split == "train" and channel.distribution == "ShardedByS3Key" else 1
-            decode = Decode(hp, training=split == "train", cache=data.file_mode_cache(channel))
+            channel, training = job.channels[split], split == "train"
             if channel.s3_data_type == "AugmentedManifestFile":
                 rows = data.manifest_rows(channel, self._manifest_label(hp, channel))
             elif channel.mime == RECORDIO:
-                parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=128,
-                                                                            batch_format="numpy") for i in range(n)]
-                if split == "train" and hp["use_weighted_loss"] and hp["multi_label"]:
-                    # RecordIO carries labels inside the records: one pass over the labels
-                    labels = [row for ds in parts for b in ds.select_columns(["label"]).iter_batches(
-                        batch_size=1024, batch_format="numpy") for row in b["label"]]
-                    hp["_pos_weight"] = positive_weights(labels)
-                datasets[split] = parts if n > 1 else parts[0]
-                continue
+                rows = None  # labels travel inside the records
             else:
                 rows = data.lst_rows(channel, job.channels[f"{split}_lst"], self._label_checker(hp))
-            if split == "train" and hp["use_weighted_loss"] and hp["multi_label"]:
-                hp["_pos_weight"] = positive_weights([r["label"] for r in rows])
-            parts = [data.rows_dataset(part, decode, shuffle=split == "train", seed=channel.shuffle_seed)
-                     for part in data.shard_rows(rows, n, channel)]
-            datasets[split] = parts if n > 1 else parts[0]
+            decode = Decode(hp, training=training, cache=data.file_mode_cache(channel))
+            parts = data.channel_datasets(channel, rows, decode, training, shards)
+            if training and hp["use_weighted_loss"] and hp["multi_label"]:
+                if rows is not None:
+                    labels = [r["label"] for r in rows]
+                else:  # RecordIO: one pass over the labels
+                    labels = [row for ds in parts for b in ds.select_columns(["label"]).iter_batches(
+                        batch_size=1024, batch_format="numpy") for row in b["label"]]
+                hp["_pos_weight"] = positive_weights(labels)
+            datasets[split] = parts if len(parts) > 1 else parts[0]
         return datasets
 
     def _manifest_label(self, hp, channel):

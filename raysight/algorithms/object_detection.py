@@ -217,23 +217,18 @@ class ObjectDetection(Algorithm):
     def datasets(self, job, hp, shards=1):
         datasets = {}
         for split in ("train", "validation"):
-            channel = job.channels[split]
-            n = shards if split == "train" and channel.distribution == "ShardedByS3Key" else 1
-            decode = Decode(hp, training=split == "train", cache=data.file_mode_cache(channel))
+            channel, training = job.channels[split], split == "train"
             if channel.s3_data_type == "AugmentedManifestFile":
                 rows = data.manifest_rows(channel, self._manifest_boxes(hp))
                 for r in rows:
                     r["boxes"] = r.pop("label")
             elif channel.mime == RECORDIO:
-                parts = [data.recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=64,
-                                                                            batch_format="numpy") for i in range(n)]
-                datasets[split] = parts if n > 1 else parts[0]
-                continue
+                rows = None  # labels travel inside the records
             else:
                 rows = annotation_rows(channel, job.channels[f"{split}_annotation"], hp)
-            parts = [data.rows_dataset(part, decode, shuffle=split == "train", seed=channel.shuffle_seed,
-                                       batch_size=64) for part in data.shard_rows(rows, n, channel)]
-            datasets[split] = parts if n > 1 else parts[0]
+            decode = Decode(hp, training=training, cache=data.file_mode_cache(channel))
+            parts = data.channel_datasets(channel, rows, decode, training, shards, batch_size=64)
+            datasets[split] = parts if len(parts) > 1 else parts[0]
         return datasets
 
     def _manifest_boxes(self, hp):
