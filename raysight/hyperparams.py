@@ -137,6 +137,11 @@ def schema_table(schema: list[Param]) -> str:
     return "\n".join(lines)
 
 
+def unit(name: str, default, doc: str, tunable: str | None = None, **kw) -> Param:
+    """A float row in [0, 1] (bounds may be made exclusive through **kw)."""
+    return Param(name, "float", default, min=0.0, max=1.0, tunable=tunable, doc=doc, **kw)
+
+
 def parse_epoch_list(text: str) -> tuple[int, ...]:
     if not text:
         return ()

@@ -10,6 +10,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def normalize(pixels):
+    """uint8 NHWC tensor → float NCHW with ImageNet mean/std: the same for training and
+    serving, for every algorithm (torchvision's convention, so its weights fit)."""
+    import torch
+
+    x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class BadImage(ValueError):
     pass
 

@@ -9,6 +9,15 @@ IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
 RECORDIO = "application/x-recordio"
 
 
+def warn_if_async(hp: dict[str, Any]) -> None:
+    """kv_store=dist_async is accepted (SageMaker's value) but cannot be honoured."""
+    if hp.get("kv_store") == "dist_async":
+        import warnings
+
+        warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
+                      stacklevel=3)
+
+
 class Algorithm:
     """One built-in algorithm: hyperparameter schema, model builder, data adapter,
     loss and metrics, predictor. Subclasses override the methods below."""

@@ -14,9 +14,9 @@ import numpy as np
 from raysight import data, images
 from raysight.formats import recordio
 from raysight.algorithms import register
-from raysight.algorithms.base import RECORDIO, Algorithm
+from raysight.algorithms.base import RECORDIO, Algorithm, warn_if_async
 from raysight.errors import ClientError
-from raysight.hyperparams import Param, parse_epoch_list
+from raysight.hyperparams import Param, parse_epoch_list, unit
 from raysight.models import CIFAR_DEPTHS, IMAGENET_DEPTHS
 
 AUGMENTATIONS = ("crop", "crop_color", "crop_color_transform")
@@ -32,10 +32,6 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     if shape[0] != 3:
         raise ValueError(f"must have 3 channels (RGB images), got '{text}'")
     return shape
-
-
-def unit(name, default, doc, tunable=None, **kw):
-    return Param(name, "float", default, min=0.0, max=1.0, tunable=tunable, doc=doc, **kw)
 
 
 HYPERPARAMETERS = [
@@ -132,16 +128,6 @@ class Decode:
         return np.asarray([list(row) for row in labels], dtype=np.float32)
 
 
-def normalize(pixels):
-    """uint8 NHWC → float NCHW with ImageNet mean/std: the same for training and serving."""
-    import torch
-
-    x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(images.IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(images.IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def positive_weights(labels) -> list[float]:
     """use_weighted_loss: per-class weight for positives = negatives / positives in the
     training set, so rare labels count as much as common ones (BCE pos_weight)."""
@@ -192,9 +178,7 @@ class ImageClassification(Algorithm):
             problems.append(f"top_k ({hp['top_k']}) must not exceed num_classes ({hp['num_classes']})")
         if hp["use_weighted_loss"] and not hp["multi_label"]:
             warnings.warn("use_weighted_loss=1 has an effect only with multi_label=1 (as in SageMaker)", stacklevel=2)
-        if hp["kv_store"] == "dist_async":
-            warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
-                          stacklevel=2)
+        warn_if_async(hp)
         problems += self.channel_problems(job)
         if not problems and self.image_format(job) and hp["resize"] is None:
             problems.append("hyperparameter 'resize' is required for image content types")
@@ -266,7 +250,7 @@ class ImageClassification(Algorithm):
         return lambda labels, where: label_problem(labels, where, hp["num_classes"], bool(hp["multi_label"]))
 
     def prepare_batch(self, batch, hp, training):
-        return {"image": normalize(batch["image"]), "label": batch["label"]}
+        return {"image": images.normalize(batch["image"]), "label": batch["label"]}
 
     # -- loss and metrics ---------------------------------------------------------
     def loss(self, outputs, batch, hp):
@@ -356,7 +340,7 @@ class Predictor:
 
         _, height, width = self.shape
         pixels = np.asarray(image.resize((width, height), images.Image.BILINEAR))
-        x = normalize(torch.from_numpy(pixels.copy())[None])
+        x = images.normalize(torch.from_numpy(pixels.copy())[None])
         with torch.inference_mode():
             logits = self.model(x)[0].float()
         probs = torch.sigmoid(logits) if self.hp["multi_label"] else torch.softmax(logits, dim=0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,17 +15,13 @@ import numpy as np
 
 from raysight import data, images, storage
 from raysight.algorithms import register
-from raysight.algorithms.base import RECORDIO, Algorithm
+from raysight.algorithms.base import RECORDIO, Algorithm, warn_if_async
 from raysight.errors import ClientError
 from raysight.formats import detection, recordio
-from raysight.hyperparams import Param, parse_epoch_list
+from raysight.hyperparams import Param, parse_epoch_list, unit
 
 BASE_NETWORKS = ("vgg-16", "resnet-50")  # models/ssd.py; repeated here so validation needs no torch
 WIDTH = "raysight_width_multiplier"
-
-
-def unit(name, default, doc, tunable=None, **kw):
-    return Param(name, "float", default, min=0.0, max=1.0, tunable=tunable, doc=doc, **kw)
 
 
 HYPERPARAMETERS = [
@@ -179,9 +174,7 @@ class ObjectDetection(Algorithm):
         if hp["use_pretrained_model"] and hp[WIDTH] != 1.0:
             problems.append(f"use_pretrained_model=1 needs {WIDTH}=1 (ImageNet weights exist for the published "
                             f"networks only); set use_pretrained_model=0 for a narrower network")
-        if hp["kv_store"] == "dist_async":
-            warnings.warn("kv_store=dist_async runs synchronously: PyTorch DDP has no asynchronous parameter server",
-                          stacklevel=2)
+        warn_if_async(hp)
         return problems + self.channel_problems(job)
 
     # -- model --------------------------------------------------------------------
@@ -241,9 +234,7 @@ class ObjectDetection(Algorithm):
         return convert
 
     def prepare_batch(self, batch, hp, training):
-        from raysight.algorithms.image_classification import normalize
-
-        return {"image": normalize(batch["image"]), "label": batch["label"]}
+        return {"image": images.normalize(batch["image"]), "label": batch["label"]}
 
     # -- loss and metrics ---------------------------------------------------------
     def anchors(self, hp, device):
@@ -291,13 +282,12 @@ class ObjectDetection(Algorithm):
         import matplotlib.pyplot as plt
         import torch
 
-        from raysight.algorithms.image_classification import normalize
         from raysight.models import ssd
 
         rows = validation.take(count)
         pixels = np.stack([r["image"] for r in rows])
         with torch.inference_mode():
-            found = ssd.detect(model(normalize(torch.from_numpy(pixels))), model.anchors, hp["nms_threshold"])
+            found = ssd.detect(model(images.normalize(torch.from_numpy(pixels))), model.anchors, hp["nms_threshold"])
         size = hp["image_shape"]
         fig, axes = plt.subplots(2, (len(rows) + 1) // 2, figsize=(3 * ((len(rows) + 1) // 2), 6.4), squeeze=False)
         colours = plt.get_cmap("tab10")
@@ -448,12 +438,11 @@ class Detector:
     def predict(self, image):
         import torch
 
-        from raysight.algorithms.image_classification import normalize
         from raysight.models import ssd
 
         pixels = np.asarray(image.resize((self.size, self.size), images.Image.BILINEAR))
         with torch.inference_mode():
-            outputs = self.model(normalize(torch.from_numpy(pixels.copy())[None]))
+            outputs = self.model(images.normalize(torch.from_numpy(pixels.copy())[None]))
             rows = ssd.detect(outputs, self.model.anchors, self.hp["nms_threshold"])[0]
         return {"rows": [[float(c), round(float(s), 6), *(round(float(v), 6) for v in box)]
                          for c, s, *box in rows.tolist()], "size": image.size}
