@@ -20,6 +20,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from raysight.evaluation import iou
 from raysight.formats import recordio
 from raysight.formats.detection import label_vector
 
@@ -40,8 +41,9 @@ def make_image(rng: np.random.Generator, size: int, max_objects: int = 3) -> tup
         for _attempt in range(20):
             side = int(rng.uniform(0.18, 0.5) * size)
             left, top_ = (int(v) for v in rng.integers(0, size - side, 2))
-            box = [left, top_, side, side]
-            if all(_iou(box, o[1:]) < 0.3 for o in objects):
+            box = np.array([left, top_, left + side, top_ + side], dtype=float)
+            placed = np.array([[x, y, x + w, y + h] for _, x, y, w, h in objects], dtype=float).reshape(-1, 4)
+            if not len(placed) or iou(box, placed).max() < 0.3:
                 break
         else:
             continue
@@ -56,13 +58,6 @@ def make_image(rng: np.random.Generator, size: int, max_objects: int = 3) -> tup
             draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
         objects.append([cls, left, top_, side, side])
     return image.filter(ImageFilter.GaussianBlur(0.6)), objects
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def annotation(file: str, size: int, objects) -> dict:

@@ -202,20 +202,33 @@ def default_boxes(base_network: str, image_size: int, width: float = 1.0) -> tor
 
 
 # -- SageMaker (MXNet) layer names, for freeze_layer_pattern -----------------------------
-_VGG_CONVS = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
+def _vgg_layer_names() -> tuple[dict[int, str], int]:
+    """({trunk index of each conv: MXNet name such as conv4_3}, index of the 4th max pool,
+    where VGGFeatures splits the trunk between `features` and `extra.0`)."""
+    names, pools, index, block, conv = {}, [], 0, 1, 0
+    for v in _VGG16:
+        if v == "M":
+            pools.append(index)
+            index, block, conv = index + 1, block + 1, 0
+        else:
+            conv += 1
+            names[index] = f"conv{block}_{conv}"
+            index += 2  # conv, ReLU
+    return names, pools[3]
+
+
+_VGG_CONV_NAMES, _VGG_SPLIT = _vgg_layer_names()
 
 
 def mxnet_name(base_network: str, name: str) -> str | None:
     """The MXNet symbol name of a backbone parameter (vgg16 / resnet-50 symbol files),
     e.g. backbone.features.0.weight → conv1_1_weight, backbone.trunk.layer1.0.conv1.weight
     → stage1_unit1_conv1_weight; None for parameters MXNet's base network lacks."""
-    kind = {"weight": "weight", "bias": "bias"}
     if base_network == "vgg-16":
         m = re.fullmatch(r"backbone\.(features|extra\.0)\.(\d+)\.(weight|bias)", name)
         if m:
-            index = int(m.group(2)) + (23 if m.group(1) == "extra.0" else 0)
-            convs = [i for i, v in enumerate(_expand_vgg()) if v == "C"]
-            return f"{_VGG_CONVS[convs.index(index)]}_{m.group(3)}" if index in convs else None
+            index = int(m.group(2)) + (_VGG_SPLIT if m.group(1) == "extra.0" else 0)
+            return f"{_VGG_CONV_NAMES[index]}_{m.group(3)}" if index in _VGG_CONV_NAMES else None
         m = re.fullmatch(r"backbone\.extra\.0\.\d+\.(\d)\.(weight|bias)", name)
         if m:
             return f"{ {'1': 'fc6', '3': 'fc7'}.get(m.group(1), 'fc')}_{m.group(2)}"
@@ -223,7 +236,7 @@ def mxnet_name(base_network: str, name: str) -> str | None:
             return "relu4_3_scale"
         return None
     bn = {"weight": "gamma", "bias": "beta"}
-    if name in ("backbone.trunk.conv1.weight",):
+    if name == "backbone.trunk.conv1.weight":
         return "conv0_weight"
     m = re.fullmatch(r"backbone\.trunk\.bn1\.(weight|bias)", name)
     if m:
@@ -234,17 +247,10 @@ def mxnet_name(base_network: str, name: str) -> str | None:
     unit = f"stage{m.group(1)}_unit{int(m.group(2)) + 1}"
     part, param = m.group(3), m.group(4)
     if part == "downsample.0":
-        return f"{unit}_sc_{kind[param]}"
+        return f"{unit}_sc_{param}"
     if part == "downsample.1":
         return f"{unit}_sc_bn_{bn[param]}"
-    return f"{unit}_{part}_{bn[param] if part.startswith('bn') else kind[param]}"
-
-
-def _expand_vgg() -> list[str]:
-    out = []
-    for v in _VGG16:
-        out += ["M"] if v == "M" else ["C", "R"]
-    return out
+    return f"{unit}_{part}_{bn[param] if part.startswith('bn') else param}"
 
 
 def freeze(model: nn.Module, base_network: str, pattern: str | None) -> list[str]:
