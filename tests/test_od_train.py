@@ -178,11 +178,13 @@ def test_incremental_training_starts_from_the_model(trained, shapes_data, tmp_pa
                                      "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": model}}})
         return write_json(tmp_path / f"{name}.json", r)
 
-    proc = run_cli("train", request("od-more"))
+    # Fine-tuning at a tenth of the rate, as users do: Adam's fresh moments make the first steps at the
+    # full rate large enough to knock a converged model back (0.41 -> 0.14 seen in CI).
+    proc = run_cli("train", request("od-more", learning_rate="0.0001"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with open(tmp_path / "od-more" / "output" / "metrics.json") as f:
         first = json.load(f)[0]["validation:mAP"]
-    assert first > 0.5 * best  # one more epoch from the model, not from scratch (chance is ~0.01)
+    assert first > 0.5 * best, (first, best)  # one more epoch from the model, not from scratch (~0.01)
     for name, hp, text in [("od-k", {"num_classes": "4"}, "num_classes is 3 in the model but 4 in this job"),
                            ("od-net", {"base_network": "vgg-16"}, "base_network is resnet-50 in the model"),
                            ("od-512", {"image_shape": "512"}, "do not fit the network")]:
