@@ -85,20 +85,31 @@ def test_seeded_shuffle_is_reproducible(ray_cluster, digits_small):
     assert first != other and sorted(first) == sorted(other)
 
 
-def test_two_worker_ddp_job_with_sharded_channel(ray_cluster, digits_small, tmp_path):
+def test_two_worker_ddp_job_matches_one_worker(ray_cluster, digits_small, tmp_path):
+    """2 hosts x batch 16 on a ShardedByS3Key channel is the same optimisation as 1 host x
+    batch 32 (DDP averages the gradients of the two halves), so both reach the same accuracy
+    within run-to-run noise. Measured over 3 pairs: 0.91-0.95 for both, gaps under 0.04."""
     import json
 
     from tests.conftest import run_cli, write_json
 
     root, counts = digits_small
-    request = tiny_request(root, str(tmp_path), "ddp-2", counts, epochs="6")
-    request["ResourceConfig"]["InstanceCount"] = 2
-    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = "ShardedByS3Key"
-    proc = run_cli("train", write_json(tmp_path / "r.json", request))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "2 Ray Train worker(s)" in proc.stdout
-    with open(tmp_path / "ddp-2" / "output" / "job.json") as f:
-        metrics = {m["MetricName"]: m["Value"] for m in json.load(f)["FinalMetricDataList"]}
-    assert metrics["validation:accuracy"] > 0.2
-    # validation accuracy is a count over every validation image exactly once
-    assert round(metrics["validation:accuracy"] * counts["validation"], 6) % 1 == 0
+
+    def train(name, hosts, batch, distribution):
+        request = tiny_request(root, str(tmp_path), name, counts, epochs="10", mini_batch_size=batch)
+        request["ResourceConfig"]["InstanceCount"] = hosts
+        request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = distribution
+        proc = run_cli("train", write_json(tmp_path / f"{name}.json", request))
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert f"{hosts} Ray Train worker(s)" in proc.stdout
+        with open(tmp_path / name / "output" / "job.json") as f:
+            final = {m["MetricName"]: m["Value"] for m in json.load(f)["FinalMetricDataList"]}
+        # validation accuracy is a count over every validation image exactly once
+        assert round(final["validation:accuracy"] * counts["validation"], 6) % 1 == 0
+        with open(tmp_path / name / "output" / "metrics.json") as f:
+            return max(h["validation:accuracy"] for h in json.load(f))
+
+    two = train("ddp-2", 2, "16", "ShardedByS3Key")
+    one = train("ddp-1", 1, "32", "FullyReplicated")
+    assert two > 0.8 and one > 0.8, (two, one)
+    assert abs(two - one) <= 0.08, (two, one)
