@@ -7,6 +7,7 @@ channels stream from storage without a local copy.
 from __future__ import annotations
 
 import gzip
+import os
 import posixpath
 from typing import Any, Callable
 
@@ -14,10 +15,14 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from raysight import storage
-from raysight.errors import ClientError
+from raysight.errors import ClientError, client_error_text
 from raysight.formats.lst import parse_lst
 
 ROWS_PER_BLOCK = 256
+CACHED_ROWS_PER_BLOCK = 128
+# Decoded channels up to this share of the object store are decoded once and kept there
+# (see decoded_once); 0 turns the cache off.
+DECODE_CACHE_FRACTION = float(os.environ.get("RAYSIGHT_DECODE_CACHE_FRACTION", "0.25"))
 
 
 def list_files(uri: str) -> list[str]:
@@ -119,13 +124,46 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: 
     import ray.data
 
     blocks = max(1, min(len(rows) // ROWS_PER_BLOCK + 1, 200))
-    if shuffle and seed is not None:
+    once = decoded_once(len(rows), decode)
+    if shuffle and (seed is not None or once):
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    if once:
+        # Epochs then shuffle small blocks of decoded rows (plus the loop's local shuffle
+        # buffer), as MXNet's record iterators shuffle chunks: a full random_shuffle of
+        # the pixels would cost more per epoch than the decode it saves.
+        small = max(1, min(-(-len(rows) // CACHED_ROWS_PER_BLOCK), 1000))
+        ds = materialize(ds.map_batches(decode, batch_size=batch_size, batch_format="numpy").repartition(small))
+        return ds.randomize_block_order() if shuffle and seed is None else ds
     if shuffle and seed is None:
         ds = ds.random_shuffle()
     return ds.map_batches(decode, batch_size=batch_size, batch_format="numpy")
+
+
+def decoded_once(count: int, decode) -> bool:
+    """Whether to decode a channel once, before training, and keep the pixels in Ray's
+    object store for every epoch: only when decoding is deterministic (no random
+    augmentation) and the decoded channel fits DECODE_CACHE_FRACTION of the object
+    store. On small data sets this removes the per-epoch decode tasks that compete with
+    the training step for the CPU (benchmarks/README.md); large channels stream as before."""
+    import ray
+
+    if not getattr(decode, "deterministic", False) or DECODE_CACHE_FRACTION <= 0:
+        return False
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    return count * decode.row_bytes <= DECODE_CACHE_FRACTION * store
+
+
+def materialize(ds):
+    """ds.materialize(), with a bad record's ClientError raised as itself."""
+    try:
+        return ds.materialize()
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the task's ClientError
+        text = client_error_text(exc)
+        if text is None:
+            raise
+        raise ClientError(text.removeprefix("ClientError: ")) from None
 
 
 def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, training: bool, shards: int = 1,

@@ -113,3 +113,53 @@ def test_two_worker_ddp_job_matches_one_worker(ray_cluster, digits_small, tmp_pa
     one = train("ddp-1", 1, "32", "FullyReplicated")
     assert two > 0.8 and one > 0.8, (two, one)
     assert abs(two - one) <= 0.08, (two, one)
+
+
+def counting_decode(log: str, deterministic: bool):
+    """A decode op that notes how many rows it decoded (Ray tasks share this machine's disk).
+    Defined in a function so Ray pickles it by value: workers cannot import test modules."""
+
+    class CountingDecode:
+        row_bytes = 64
+
+        def __init__(self):
+            self.deterministic = deterministic
+
+        def __call__(self, batch):
+            with open(log, "a") as f:
+                f.write(f"{len(batch['id'])}\n")
+            return {"id": batch["id"]}
+
+    return CountingDecode()
+
+
+@pytest.mark.parametrize("deterministic, fraction, decoded", [(True, 0.25, 600), (False, 0.25, 1200),
+                                                             (True, 0.0, 1200)])
+def test_small_deterministic_channels_are_decoded_once(ray_cluster, tmp_path, monkeypatch, deterministic,
+                                                       fraction, decoded):
+    from raysight import data
+
+    monkeypatch.setattr(data, "DECODE_CACHE_FRACTION", fraction)
+    log = tmp_path / "decoded"
+    rows = [{"id": i, "uri": f"u{i}", "label": 0} for i in range(600)]
+    ds = data.rows_dataset(rows, counting_decode(str(log), deterministic), shuffle=True, batch_size=50)
+    epochs = [[int(x) for b in ds.iter_batches(batch_size=100) for x in b["id"]] for _ in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(600))  # every row once per epoch
+    assert epochs[0] != epochs[1]  # in a new order each epoch, decoded once or not
+    assert sum(int(n) for n in log.read_text().split()) == decoded
+
+
+def test_a_corrupt_image_in_a_decoded_once_channel_fails_before_training(ray_cluster, digits_small, tmp_path):
+    import re
+    import shutil
+
+    root, counts = digits_small
+    copy = str(tmp_path / "digits")
+    shutil.copytree(root, copy)
+    with open(f"{copy}/validation_lst/validation.lst") as f:
+        victim = f.readline().split("\t")[-1].strip()
+    with open(f"{copy}/validation/{victim}", "wb") as f:
+        f.write(b"\x89PNG broken")
+    job, hp = job_and_hp(copy, counts)
+    with pytest.raises(ClientError, match=re.escape(victim) + ": cannot decode image"):
+        IC.datasets(job, hp)  # the driver's step, before any worker starts

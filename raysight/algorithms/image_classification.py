@@ -78,6 +78,11 @@ class Decode:
         self.augment = hp["augmentation_type"] if training else None
         self.multi_label = bool(hp["multi_label"])
         self.num_classes = hp["num_classes"]
+        # without augmentation_type the crop is central and nothing is random, so the
+        # pixels can be decoded once and reused every epoch (data.decoded_once)
+        self.deterministic = self.augment is None
+        _, height, width = self.shape
+        self.row_bytes = height * width * 3 + 8 * (self.num_classes if self.multi_label else 1) + 8
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _, height, width = self.shape

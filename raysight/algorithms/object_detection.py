@@ -67,6 +67,8 @@ class Decode:
         self.cache, self.training = cache, training
         self.size, self.num_classes = hp["image_shape"], hp["num_classes"]
         self.label_width, self.rows = hp["label_width"], max_objects(hp)
+        self.deterministic = not training  # training always augments, as SageMaker does
+        self.row_bytes = self.size * self.size * 3 + self.rows * 5 * 4 + 8
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "record" in batch:  # RecordIO: IRHeader + detection label vector + encoded image
