@@ -113,18 +113,21 @@ def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[
     return rows
 
 
-def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 128, seed: int | None = None):
+def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 128, seed: int | None = None,
+                 once: bool | None = None):
     """A Ray Dataset that reads and decodes `rows` lazily with `decode`.
 
     Shuffling happens on the light index rows before any image is read, and
     re-runs every time the dataset is iterated, so each epoch sees a new order.
     With a seed (ShuffleConfig.Seed) the rows are permuted once, reproducibly, and
-    the train loop's seeded local shuffle varies the order per epoch.
+    the train loop's seeded local shuffle varies the order per epoch. `once`: decode
+    before training (see decoded_once; None decides from these rows alone).
     """
     import ray.data
 
     blocks = max(1, min(len(rows) // ROWS_PER_BLOCK + 1, 200))
-    once = decoded_once(len(rows), decode)
+    if once is None:
+        once = decoded_once(len(rows), decode)
     if shuffle and (seed is not None or once):
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
@@ -175,7 +178,8 @@ def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, trainin
     if rows is None:
         return [recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=batch_size, batch_format="numpy")
                 for i in range(n)]
-    return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, batch_size=batch_size)
+    once = decoded_once(len(rows), decode)  # the whole channel against the budget, not each share
+    return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, batch_size=batch_size, once=once)
             for part in shard_rows(rows, n, channel)]
 
 

@@ -49,21 +49,22 @@ class ExactValidationDataConfig(DataConfig):
             for rank in range(world_size):  # Ray Train wants every name on every rank; only
                 output[rank][key] = self._whole(key, ds)  # rank `index` iterates this one (lazy)
         for name, ds in exact.items():
-            if ds.name is None:
-                ds.set_name(name)
-            ds = ds.copy(ds)
-            ds.context.execution_options = self._resolve_execution_options(name)
             hints = worker_node_ids if self._enable_shard_locality else None
-            for i, split in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+            for i, split in enumerate(self._prepared(name, ds).streaming_split(world_size, equal=False,
+                                                                                locality_hints=hints)):
                 output[i][name] = split
         return output
 
     def _whole(self, key: str, ds):
         """An iterator over all of `ds`, run by the worker that iterates it (no
         SplitCoordinator actor: one process less competing for the CPU)."""
+        return self._prepared(key, ds).iterator()
+
+    def _prepared(self, key: str, ds):
+        """A named copy of `ds` with its ingest options ("train#3" takes those of "train")."""
         name = key.split(SHARD)[0]
         if ds.name is None:
             ds.set_name(name)
         ds = ds.copy(ds)
         ds.context.execution_options = self._resolve_execution_options(name)
-        return ds.iterator()
+        return ds
