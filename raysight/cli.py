@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="run a CreateTrainingJob request",
                        description="Run a SageMaker CreateTrainingJob request (JSON file or URI) on Ray: local Ray, "
                                    "or the cluster in RAY_ADDRESS. Writes <S3OutputPath>/<TrainingJobName>/output/"
-                                   "{model.tar.gz,job.json}. Exit 0 when the job completes.")
+                                   "{model.tar.gz,job.json}. Exit 0 when the job completes.",
+                       epilog="environment: AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and the AWS credential chain "
+                              "(S3, MinIO); RAYSIGHT_CACHE_DIR (File-mode copies); RAYSIGHT_PRETRAINED_WEIGHTS "
+                              "(ImageNet weights file or folder); RAYSIGHT_DECODE_CACHE_FRACTION (share of the "
+                              "object store for channels decoded once before training, default 0.25, 0 = off). "
+                              "Example (after make demo exported the digits; more in jobs/README.md): "
+                              "raysight train jobs/image-classification-digits.json")
     p.add_argument("request", help="CreateTrainingJob JSON (path, file:// or s3:// URI)")
     p.add_argument("--validate-only", action="store_true", help="check the request and stop, training nothing")
 
