@@ -17,7 +17,7 @@ from raysight.train import driver
 from tests.conftest import free_port, run_cli, upload_tree, write_json
 from tests.test_serve import encode, ping, post
 
-TRAIN, VALIDATION, SIZE, EPOCHS = 288, 40, 96, 18
+TRAIN, VALIDATION, SIZE, EPOCHS = 288, 40, 96, 22
 # What a detector that has learnt nothing scores: random boxes of object-like sizes.
 CHANCE_DETECTIONS = 10
 
@@ -74,7 +74,8 @@ def test_trains_to_map_well_above_chance(trained, shapes_data):
     best = max(h["validation:mAP"] for h in history)
     chance = np.mean([chance_map(list(validation_truth(shapes_data[0]).values()), s) for s in range(5)])
     # Chance (random boxes) is about 0.015; a small SSD from scratch breaks through after ~2,500
-    # images (batch 8) and reaches 0.2-0.4 by ~4,000 on CPU.
+    # images (batch 8) and reaches 0.2-0.4 by ~4,000 on CPU, but one run broke through only at
+    # ~4,300 (epoch 15) and ended at 0.084 after 18 epochs, hence 22 epochs (~6,300 images).
     assert chance < 0.03
     assert best > max(0.06, 4 * chance), (best, chance, history)
     assert history[-1]["train:cross_entropy"] < history[0]["train:cross_entropy"]
