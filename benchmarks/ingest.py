@@ -5,14 +5,16 @@
   3. torch.utils.data.DataLoader over the same image files, same worker count
   4. plain PIL decode + resize + crop on all cores (multiprocessing.Pool): the ceiling
 
-Usage: python benchmarks/ingest.py [--images 2000] [--size 256] [--workers N]
-Writes a markdown table to stdout; results from this machine are in benchmarks/README.md.
+Usage: python benchmarks/ingest.py [--images 2000] [--size 256] [--workers N] [--repeats 5]
+Each pipeline runs once to warm up, then --repeats times (an epoch each); the table
+gives the median rate and the range. Results from this machine: benchmarks/README.md.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 
@@ -108,7 +110,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+
+    def rates(run) -> list[float]:
+        run()  # warm-up: worker start-up is not ingest speed
+        return [run() for _ in range(args.repeats)]
 
     import ray
 
@@ -130,24 +137,25 @@ def main() -> None:
     ray.init(num_cpus=args.workers, include_dashboard=False)
     params = hp()
     decode = Decode(params, training=True)
-    rec = data.recordio_dataset(Channel("train", os.path.join(work, "rec"), "application/x-recordio", "Pipe"))
+    channel = Channel("train", os.path.join(work, "rec"), "application/x-recordio", "Pipe")
     results = {}
     rows = [{"id": e.index, "uri": os.path.join(root, e.path), "label": list(e.labels)} for e in entries]
-    for name, make in (
-        ("raysight .rec (Ray Data)", lambda: rec.map_batches(decode, batch_size=128, batch_format="numpy")),
-        ("raysight images + .lst (Ray Data)", lambda: data.rows_dataset(rows, decode, shuffle=True)),
+    for name, make in (  # what `raysight train` builds for a training channel of each format
+        ("raysight .rec (Ray Data)", lambda: data.channel_datasets(channel, None, decode, training=True)[0]),
+        ("raysight images + .lst (Ray Data)", lambda: data.channel_datasets(channel, rows, decode, training=True)[0]),
     ):
-        time_ray(make(), len(entries))  # warm-up: worker start-up is not ingest speed
-        results[name] = time_ray(make(), len(entries))
+        results[name] = rates(lambda make=make: time_ray(make(), len(entries)))
     ray.shutdown()
-    results[f"torch DataLoader, {args.workers} workers"] = time_dataloader(root, entries, args.workers)
-    results[f"PIL decode+resize+crop, Pool({args.workers})"] = time_pil(root, entries, args.workers)
+    results[f"torch DataLoader, {args.workers} workers"] = rates(lambda: time_dataloader(root, entries, args.workers))
+    results[f"PIL decode+resize+crop, Pool({args.workers})"] = rates(lambda: time_pil(root, entries, args.workers))
 
+    loader = statistics.median(results[f"torch DataLoader, {args.workers} workers"])
     print(f"{args.images} JPEGs {args.size}x{args.size}, resize {RESIZE}, random crop {SHAPE[1]}, flip, "
-          f"batch {BATCH}, {os.cpu_count()} cores\n")
-    print("| pipeline | images/s |\n|---|---|")
-    for name, rate in results.items():
-        print(f"| {name} | {rate:.0f} |")
+          f"batch {BATCH}, {os.cpu_count()} cores, median of {args.repeats} epochs\n")
+    print("| pipeline | images/s (median) | range | / DataLoader |\n|---|---|---|---|")
+    for name, runs in results.items():
+        mid = statistics.median(runs)
+        print(f"| {name} | {mid:.0f} | {min(runs):.0f}–{max(runs):.0f} | {mid / loader:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.fs as pafs
 
-from raysight import storage
+from raysight import storage, workarounds
 from raysight.errors import ClientError, client_error_text
 from raysight.formats.lst import parse_lst
 
-ROWS_PER_BLOCK = 256
+workarounds.install()
+
+ROWS_PER_BLOCK = 256  # index rows read and decoded per task, unless decoded they exceed:
+DECODED_BLOCK_BYTES = 64 << 20
 CACHED_ROWS_PER_BLOCK = 128
 # Decoded channels up to this share of the object store are decoded once and kept there
 # (see decoded_once); 0 turns the cache off.
@@ -113,9 +116,10 @@ def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[
     return rows
 
 
-def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: int = 128, seed: int | None = None,
+def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, seed: int | None = None,
                  once: bool | None = None):
-    """A Ray Dataset that reads and decodes `rows` lazily with `decode`.
+    """A Ray Dataset that reads and decodes `rows` lazily with `decode`, one task
+    reading and decoding each block of rows (sources.IndexRowsDatasource).
 
     Shuffling happens on the light index rows before any image is read, and
     re-runs every time the dataset is iterated, so each epoch sees a new order.
@@ -125,23 +129,26 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, batch_size: 
     """
     import ray.data
 
-    blocks = max(1, min(len(rows) // ROWS_PER_BLOCK + 1, 200))
+    from raysight.sources import IndexRowsDatasource
+
     if once is None:
         once = decoded_once(len(rows), decode)
     if shuffle and (seed is not None or once):
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    row_bytes = getattr(decode, "row_bytes", 0) or 1
+    source = IndexRowsDatasource(rows, min(ROWS_PER_BLOCK, max(1, DECODED_BLOCK_BYTES // row_bytes)),
+                                 shuffle=shuffle and seed is None and not once)
+    ds = ray.data.read_datasource(source, override_num_blocks=source.num_tasks())
+    ds = ds.map_batches(decode, batch_size=None, batch_format="numpy")
     if once:
         # Epochs then shuffle small blocks of decoded rows (plus the loop's local shuffle
         # buffer), as MXNet's record iterators shuffle chunks: a full random_shuffle of
         # the pixels would cost more per epoch than the decode it saves.
         small = max(1, min(-(-len(rows) // CACHED_ROWS_PER_BLOCK), 1000))
-        ds = materialize(ds.map_batches(decode, batch_size=batch_size, batch_format="numpy").repartition(small))
+        ds = materialize(ds.repartition(small))
         return ds.randomize_block_order() if shuffle and seed is None else ds
-    if shuffle and seed is None:
-        ds = ds.random_shuffle()
-    return ds.map_batches(decode, batch_size=batch_size, batch_format="numpy")
+    return ds
 
 
 def decoded_once(count: int, decode) -> bool:
@@ -169,17 +176,17 @@ def materialize(ds):
         raise ClientError(text.removeprefix("ClientError: ")) from None
 
 
-def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, training: bool, shards: int = 1,
-                     batch_size: int = 128) -> list:
+def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, training: bool, shards: int = 1) -> list:
     """One channel as Ray datasets, one per worker for a ShardedByS3Key training channel,
     else one: index `rows` (.lst, annotations, manifest) read and decoded lazily by
-    `decode`, or, when `rows` is None, the channel's RecordIO records."""
+    `decode`, or, when `rows` is None, the channel's RecordIO records (each read task
+    decodes the records it read: the blocks are whole byte ranges)."""
     n = shards if training and channel.distribution == "ShardedByS3Key" else 1
     if rows is None:
-        return [recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=batch_size, batch_format="numpy")
+        return [recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=None, batch_format="numpy")
                 for i in range(n)]
     once = decoded_once(len(rows), decode)  # the whole channel against the budget, not each share
-    return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, batch_size=batch_size, once=once)
+    return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, once=once)
             for part in shard_rows(rows, n, channel)]
 
 
@@ -229,9 +236,10 @@ def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
         if idx and idx in files:
             sample = 256 if storage.is_remote(uri) else None
             split_points[uri] = check_idx(uri, storage.join(channel.uri, idx), sample)
-    source = RecordIODatasource(uris, sizes, gzipped=gz, split_points=split_points,
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+    source = RecordIODatasource(uris, sizes, gzipped=gz, split_points=split_points, parallelism=2 * max(1, cpus),
                                 cache=file_mode_cache(channel))
-    return ray.data.read_datasource(source)
+    return ray.data.read_datasource(source, override_num_blocks=len(source.ranges))
 
 
 def read_all(uris, cache: str | None = None) -> list[bytes]:

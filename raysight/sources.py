@@ -1,15 +1,21 @@
-"""Ray Data datasource for RecordIO files on any pyarrow filesystem.
+"""Ray Data datasources: RecordIO files on any pyarrow filesystem, and index rows.
 
-Each read task takes a byte range of one file, finds the first record that
-starts in it (from the `.idx` when there is one, else by resyncing on the
+RecordIO: each read task takes a byte range of one file, finds the first record
+that starts in it (from the `.idx` when there is one, else by resyncing on the
 magic word) and streams records out in small blocks: a channel larger than
 memory flows through without being held anywhere whole (pipe mode).
+
+Both fix their read tasks when built, and raysight passes that count as
+`override_num_blocks`: Ray then neither splits their blocks nor refuses to fuse
+the read with the decode that follows (`map_batches(batch_size=None)`), so one
+task reads and decodes its records, with no trip through the object store between.
 """
 from __future__ import annotations
 
 import gzip
-from typing import Iterator
+from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
@@ -20,32 +26,39 @@ from raysight.formats import recordio
 
 ROWS_PER_BLOCK = 64
 SCAN_CHUNK = 1 << 20
+MIN_RANGE, MAX_RANGE = 1 << 20, 32 << 20  # bytes of .rec per read task
+RANGE_TARGET = 8 << 20
+MAX_TASKS = 4000  # Ray Data warns above 5,000 read tasks
 
 
 class RecordIODatasource(Datasource):
     """Rows {"source", "offset", "record"}: one per logical RecordIO record."""
 
     def __init__(self, uris: list[str], sizes: list[int], gzipped: bool = False,
-                 split_points: dict[str, list[int]] | None = None, target_bytes: int = 32 << 20,
+                 split_points: dict[str, list[int]] | None = None, parallelism: int = 4,
                  cache: str | None = None):
+        """`parallelism`: at least this many ranges when the files are large enough
+        (raysight asks for 2 per CPU); ranges are 1–32 MiB, about 8 MiB."""
         super().__init__()
         self.cache = cache
         self.uris, self.sizes, self.gzipped = uris, sizes, gzipped
         self.split_points = split_points or {}
-        self.target_bytes = target_bytes
+        total = max(1, sum(sizes))
+        tasks = min(MAX_TASKS, max(parallelism, total // RANGE_TARGET))
+        chunk = max(MIN_RANGE, min(MAX_RANGE, total // tasks + 1))
+        self.ranges = [(uri, start, end) for uri, size in zip(uris, sizes)
+                       for start, end in self._ranges(uri, size, chunk)]
 
     def estimate_inmemory_data_size(self) -> int:
         return sum(self.sizes)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
-        total = max(1, sum(self.sizes))
-        chunk = max(1 << 20, min(self.target_bytes, total // max(1, parallelism) + 1))
+        """The ranges fixed when built, whatever `parallelism` Ray asks for (see above)."""
         tasks = []
-        for uri, size in zip(self.uris, self.sizes):
-            for start, end in self._ranges(uri, size, chunk):
-                meta = BlockMetadata(num_rows=None, size_bytes=end - start, input_files=[uri], exec_stats=None)
-                read = lambda u=uri, s=start, e=end: read_range(u, s, e, self.gzipped, self.cache)  # noqa: E731
-                tasks.append(ReadTask(read, meta))
+        for uri, start, end in self.ranges:
+            meta = BlockMetadata(num_rows=None, size_bytes=end - start, input_files=[uri], exec_stats=None)
+            read = lambda u=uri, s=start, e=end: read_range(u, s, e, self.gzipped, self.cache)  # noqa: E731
+            tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
     def _ranges(self, uri: str, size: int, chunk: int) -> list[tuple[int, int]]:
@@ -129,3 +142,35 @@ def check_idx(uri: str, idx_uri: str, sample: int | None = None) -> list[int]:
             if len(head) < 8 or head[:4] != recordio.MAGIC_BYTES or (head[7] >> 5) not in (0, 1):
                 raise ClientError(f"{idx_uri}: key {key} offset {offset} does not point at a record in {uri}")
     return offsets
+
+
+class IndexRowsDatasource(Datasource):
+    """Index rows ({id, uri, label, ...} from a `.lst`, annotations or a manifest) kept
+    in Ray's object store and read `rows_per_task` at a time. With `shuffle`, every
+    execution (every epoch) reads them in a new random order: the shuffle happens on
+    the light rows, before any image is read, as MXNet's iterators shuffle their
+    index, and needs no all-to-all shuffle stage."""
+
+    def __init__(self, rows: list[dict[str, Any]], rows_per_task: int, shuffle: bool):
+        import ray
+
+        self.count, self.rows_per_task, self.shuffle = len(rows), max(1, rows_per_task), shuffle
+        self.table = ray.put(pa.Table.from_pylist(rows))
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def num_tasks(self) -> int:
+        return max(1, -(-self.count // self.rows_per_task))
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
+        import ray
+
+        table = ray.get(self.table)
+        order = np.random.default_rng().permutation(self.count) if self.shuffle else np.arange(self.count)
+        tasks = []
+        for start in range(0, max(1, self.count), self.rows_per_task):
+            part = table.take(order[start:start + self.rows_per_task])
+            meta = BlockMetadata(num_rows=part.num_rows, size_bytes=part.nbytes, input_files=None, exec_stats=None)
+            tasks.append(ReadTask(lambda p=part: [p], meta, per_task_row_limit=per_task_row_limit))
+        return tasks

@@ -142,7 +142,7 @@ def test_small_deterministic_channels_are_decoded_once(ray_cluster, tmp_path, mo
     monkeypatch.setattr(data, "DECODE_CACHE_FRACTION", fraction)
     log = tmp_path / "decoded"
     rows = [{"id": i, "uri": f"u{i}", "label": 0} for i in range(600)]
-    ds = data.rows_dataset(rows, counting_decode(str(log), deterministic), shuffle=True, batch_size=50)
+    ds = data.rows_dataset(rows, counting_decode(str(log), deterministic), shuffle=True)
     epochs = [[int(x) for b in ds.iter_batches(batch_size=100) for x in b["id"]] for _ in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(600))  # every row once per epoch
     assert epochs[0] != epochs[1]  # in a new order each epoch, decoded once or not

@@ -222,7 +222,7 @@ class ObjectDetection(Algorithm):
             else:
                 rows = annotation_rows(channel, job.channels[f"{split}_annotation"], hp)
             decode = Decode(hp, training=training, cache=data.file_mode_cache(channel))
-            parts = data.channel_datasets(channel, rows, decode, training, shards, batch_size=64)
+            parts = data.channel_datasets(channel, rows, decode, training, shards)
             datasets[split] = parts if len(parts) > 1 else parts[0]
         return datasets
 
