@@ -52,7 +52,7 @@ def _data_notices_finished_tasks_sooner() -> None:
     idle for up to 0.1 s before the next task is dispatched: ray-project/ray#42377,
     open. Decode tasks of a few hundred images take 0.1–0.3 s on a small machine, so
     the loop now wakes every 0.02 s: 1,500 images 0.80 → 0.66 s on 2 cores, for about
-    3% of a core in the process that runs the loop (benchmarks/README.md)."""
+    3% more of a core in the process that runs the loop (benchmarks/README.md)."""
     try:
         from ray.data._internal.execution import streaming_executor_state as state
     except ImportError:
