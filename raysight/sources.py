@@ -170,6 +170,7 @@ class IndexRowsDatasource(Datasource):
         order = np.random.default_rng().permutation(self.count) if self.shuffle else np.arange(self.count)
         tasks = []
         for start in range(0, max(1, self.count), self.rows_per_task):
+            # take, not slice: a pickled slice carries the whole table's buffers into every task
             part = table.take(order[start:start + self.rows_per_task])
             meta = BlockMetadata(num_rows=part.num_rows, size_bytes=part.nbytes, input_files=None, exec_stats=None)
             tasks.append(ReadTask(lambda p=part: [p], meta, per_task_row_limit=per_task_row_limit))
