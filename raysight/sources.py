@@ -41,30 +41,29 @@ class RecordIODatasource(Datasource):
         (raysight asks for 2 per CPU); ranges are 1–32 MiB, about 8 MiB."""
         super().__init__()
         self.cache = cache
-        self.uris, self.sizes, self.gzipped = uris, sizes, gzipped
-        self.split_points = split_points or {}
+        self.sizes, self.gzipped = sizes, gzipped
+        points = split_points or {}  # not kept: read tasks need only their own range
         total = max(1, sum(sizes))
         tasks = min(MAX_TASKS, max(parallelism, total // RANGE_TARGET))
         chunk = max(MIN_RANGE, min(MAX_RANGE, total // tasks + 1))
         self.ranges = [(uri, start, end) for uri, size in zip(uris, sizes)
-                       for start, end in self._ranges(uri, size, chunk)]
+                       for start, end in self._ranges(uri, size, chunk, points.get(uri))]
 
     def estimate_inmemory_data_size(self) -> int:
         return sum(self.sizes)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
         """The ranges fixed when built, whatever `parallelism` Ray asks for (see above)."""
-        tasks = []
+        tasks, gz, cache = [], self.gzipped, self.cache  # bound by value: a task pickles no `self`
         for uri, start, end in self.ranges:
             meta = BlockMetadata(num_rows=None, size_bytes=end - start, input_files=[uri], exec_stats=None)
-            read = lambda u=uri, s=start, e=end: read_range(u, s, e, self.gzipped, self.cache)  # noqa: E731
+            read = lambda u=uri, s=start, e=end: read_range(u, s, e, gz, cache)  # noqa: E731
             tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
-    def _ranges(self, uri: str, size: int, chunk: int) -> list[tuple[int, int]]:
+    def _ranges(self, uri: str, size: int, chunk: int, points: list[int] | None = None) -> list[tuple[int, int]]:
         if self.gzipped or size <= chunk:
             return [(0, size)]
-        points = self.split_points.get(uri)
         if points:  # from the .idx: every range starts exactly on a record
             starts, last = [0], 0
             for p in points:
