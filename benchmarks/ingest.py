@@ -122,7 +122,7 @@ def main() -> None:
     from raysight import data
     from raysight.algorithms.image_classification import Decode
     from raysight.im2rec import pack_list
-    from raysight.requests import Channel
+    from raysight.job_request import Channel
 
     work = tempfile.mkdtemp(prefix="raysight-bench-")
     root = os.path.join(work, "images")

@@ -21,7 +21,7 @@ import torch
 
 
 def train(root: str, out: str, counts: dict, **hp: str) -> list[dict]:
-    from raysight.datasets import shapes
+    from raysight.sample_data import shapes
     from raysight.train import driver
 
     name = f"bench-{hp['base_network']}-{hp['raysight_width_multiplier']}".replace(".", "")
@@ -79,7 +79,7 @@ def main() -> None:
 
     import ray
 
-    from raysight.datasets import shapes
+    from raysight.sample_data import shapes
 
     root = tempfile.mkdtemp(prefix="raysight-od-")
     counts = shapes.write(root, args.train, args.validation, size=128, seed=0)

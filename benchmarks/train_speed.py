@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from raysight import algorithms
-    from raysight.datasets import digits
+    from raysight.sample_data import digits
     from raysight.hyperparams import parse_hyperparameters
     from raysight.train import driver
 

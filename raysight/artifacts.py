@@ -11,10 +11,8 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from typing import Any
 
-import torch
 
 from raysight import storage
 from raysight.errors import ClientError
@@ -25,6 +23,11 @@ META = "raysight.json"
 def _json_ready(hp: dict[str, Any]) -> dict[str, Any]:
     """Hyperparameters as JSON; keys starting with '_' are derived at run time, not the user's."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items() if not k.startswith("_")}
+
+
+def _from_json(hp: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of _json_ready: JSON has no tuples, parsed hyperparameters do."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in hp.items()}
 
 
 def build_tarball(algorithm: str, prefix: str, hp: dict[str, Any], params: dict[int, bytes], serve_epoch: int,
@@ -63,23 +66,16 @@ def extract(uri: str, dest: str) -> dict[str, Any]:
     if not os.path.exists(meta_path):
         raise ClientError(f"{uri} has no {META}; it was not written by raysight")
     with open(meta_path) as f:
-        return json.load(f)
+        meta = json.load(f)
+    meta["hyperparameters"] = _from_json(meta.get("hyperparameters") or {})
+    return meta
 
 
-def load_model(uri: str):
-    """(algorithm, model in eval mode on CPU, metadata) from a model.tar.gz."""
-    from raysight import algorithms
+def load_params(folder: str, meta: dict[str, Any]) -> dict:
+    """The state dict to serve from an extracted model.tar.gz (weights only: no code runs)."""
+    import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = extract(uri, tmp)
-        algo = algorithms.get(meta["algorithm"])
-        hp = meta["hyperparameters"]
-        if "image_shape" in hp and isinstance(hp["image_shape"], list):
-            hp["image_shape"] = tuple(hp["image_shape"])
-        model = algo.build_model(hp)
-        state = torch.load(os.path.join(tmp, meta["params"]), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    return algo, model.eval(), meta
+    return torch.load(os.path.join(folder, meta["params"]), map_location="cpu", weights_only=True)
 
 
 def state_dict_bytes(path: str) -> bytes:

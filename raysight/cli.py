@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args) -> int:
     from raysight.errors import ClientError
-    from raysight.requests import load_request
+    from raysight.job_request import load_request
     from raysight.train import driver
 
     try:
@@ -135,7 +135,7 @@ def cmd_serve(args) -> int:
 def cmd_tune(args) -> int:
     from raysight import tune
     from raysight.errors import ClientError
-    from raysight.requests import load_request
+    from raysight.job_request import load_request
 
     try:
         record = tune.run(load_request(args.request))
@@ -147,7 +147,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_digits(args) -> int:
-    from raysight.datasets import digits
+    from raysight.sample_data import digits
 
     counts = digits.export(args.root, limit=args.limit)
     request = digits.training_request(os.path.abspath(args.root),
@@ -160,7 +160,7 @@ def cmd_digits(args) -> int:
 
 
 def cmd_shapes(args) -> int:
-    from raysight.datasets import shapes
+    from raysight.sample_data import shapes
 
     counts = shapes.write(args.root, args.train, args.validation, args.size, args.seed)
     root, output = os.path.abspath(args.root), os.path.abspath(args.output or os.path.join(args.root, "output"))
@@ -180,12 +180,12 @@ def cmd_im2rec(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from raysight import inspect
+    from raysight import inspection
 
     emit = (lambda row: print(json.dumps(row), flush=True)) if args.records else None
-    summary = inspect.summarize(args.channel, args.root, emit=emit)
+    summary = inspection.summarize(args.channel, args.root, emit=emit)
     if not args.records:
-        print(json.dumps(summary, indent=2) if args.format == "json" else inspect.format_text(summary))
+        print(json.dumps(summary, indent=2) if args.format == "json" else inspection.format_text(summary))
     return 1 if summary["problems"] else 0
 
 

@@ -18,7 +18,6 @@ from raysight import storage, workarounds
 from raysight.errors import ClientError, client_error_text
 from raysight.formats.lst import parse_lst
 
-workarounds.install()
 
 ROWS_PER_BLOCK = 256  # index rows read and decoded per task, unless decoded they exceed:
 DECODED_BLOCK_BYTES = 64 << 20
@@ -131,12 +130,13 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, seed: int | 
 
     from raysight.sources import IndexRowsDatasource
 
+    workarounds.install()  # this process plans (and may execute) the dataset
     if once is None:
         once = decoded_once(len(rows), decode)
     if shuffle and (seed is not None or once):
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
-    row_bytes = getattr(decode, "row_bytes", 0) or 1
+    row_bytes = decode.row_bytes or 1
     source = IndexRowsDatasource(rows, min(ROWS_PER_BLOCK, max(1, DECODED_BLOCK_BYTES // row_bytes)),
                                  shuffle=shuffle and seed is None and not once)
     ds = ray.data.read_datasource(source, override_num_blocks=source.num_tasks())
@@ -159,7 +159,7 @@ def decoded_once(count: int, decode) -> bool:
     the training step for the CPU (benchmarks/README.md); large channels stream as before."""
     import ray
 
-    if not getattr(decode, "deterministic", False) or DECODE_CACHE_FRACTION <= 0:
+    if not decode.deterministic or DECODE_CACHE_FRACTION <= 0:
         return False
     store = ray.cluster_resources().get("object_store_memory", 0)
     return count * decode.row_bytes <= DECODE_CACHE_FRACTION * store
@@ -215,6 +215,7 @@ def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
 
     from raysight.sources import RecordIODatasource, check_idx
 
+    workarounds.install()
     files = list_files(channel.uri)
     gz = channel.compression == "Gzip"
     recs = [f for f in files if f.endswith(".rec") or (gz and f.endswith(".rec.gz"))]

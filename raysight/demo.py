@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from raysight.datasets import digits
+from raysight.sample_data import digits
 from raysight.formats.lst import parse_lst
 
 

@@ -1,7 +1,9 @@
 """Declarative hyperparameter rows and their parsing from SageMaker's string map.
 
-Each algorithm lists its rows once; the same rows drive validation, `--help`
-text, the docs table and the Tune search-space checks.
+Each algorithm lists its rows once (algorithms/base.py: shared rows, extended);
+the same rows drive validation, `raysight hyperparameters` and the README's tables
+(tests/test_docs.py checks they agree), and tuning (`tunable`: which ranges tune.py
+accepts).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ class Param:
     min_exclusive: bool = False
     max_exclusive: bool = False
     parser: Callable[[str], Any] | None = field(default=None, compare=False)
-    tunable: str | None = None  # "Continuous" | "Integer" | "Categorical"
-    doc: str = ""
+    tunable: str | None = None  # SageMaker's range kind for it: "Continuous" | "Integer" | "Categorical"
+    doc: str = ""  # one line, shown by `raysight hyperparameters`
 
     def range_text(self) -> str:
         if self.choices is not None:
@@ -125,7 +127,8 @@ def parse_hyperparameters(schema: list[Param], raw: dict[str, Any] | None) -> di
 
 def schema_table(schema: list[Param]) -> str:
     """Markdown table of a schema: used by `raysight hyperparameters` and the docs."""
-    lines = ["| Name | Required | Type | Valid values | Default |", "|---|---|---|---|---|"]
+    lines = ["| Name | Required | Type | Valid values | Default | Tunable | Description |",
+             "|---|---|---|---|---|---|---|"]
     for p in schema:
         if p.default is None or p.default == ():
             default = "–"
@@ -133,7 +136,8 @@ def schema_table(schema: list[Param]) -> str:
             default = ",".join(map(str, p.default))
         else:
             default = str(p.default)
-        lines.append(f"| {p.name} | {'yes' if p.required else 'no'} | {p.type} | {p.range_text()} | {default} |")
+        lines.append(f"| {p.name} | {'yes' if p.required else 'no'} | {p.type} | {p.range_text()} | {default} "
+                     f"| {p.tunable or '–'} | {p.doc} |")
     return "\n".join(lines)
 
 

@@ -15,10 +15,13 @@ from typing import Any
 from raysight import algorithms, storage
 from raysight.errors import ClientError
 from raysight.hyperparams import Param
-from raysight.requests import algorithm_name
+from raysight.job_request import DEFAULT_INSTANCE_TYPE, DEFAULT_MAX_RUNTIME, algorithm_name, arn
 
 TUNING_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 STRATEGIES = ("Random", "Grid")  # Bayesian and Hyperband: not yet (see README)
+# A range's kind → the Param.tunable value a hyperparameter needs to be tuned with it.
+RANGE_KINDS = {"ContinuousParameterRanges": "Continuous", "IntegerParameterRanges": "Integer",
+               "CategoricalParameterRanges": "Categorical"}
 
 
 def parse_tuning_job(request: dict[str, Any]) -> dict[str, Any]:
@@ -76,10 +79,16 @@ def search_space(algo, ranges: dict[str, Any], strategy: str) -> tuple[dict[str,
 
     rows = {p.name: p for p in algo.hyperparameters}
     space, problems = {}, []
+    tunable = ", ".join(f"{p.name} ({p.tunable})" for p in algo.hyperparameters if p.tunable)
 
     def row_for(name: str, kind: str) -> Param | None:
+        """The row a range names, if it exists and SageMaker marks it tunable with this kind."""
         if name not in rows:
             problems.append(f"{kind} range names unknown hyperparameter '{name}'")
+            return None
+        if rows[name].tunable != RANGE_KINDS[kind]:
+            problems.append(f"{kind} range names '{name}', which is not a {RANGE_KINDS[kind].lower()} tunable "
+                            f"hyperparameter of {algo.name}; tunable: {tunable}")
             return None
         return rows[name]
 
@@ -160,8 +169,8 @@ def child_request(tuning: dict[str, Any], params: dict[str, Any], index: int) ->
         "HyperParameters": {**static, **tuned, "_tuning_objective_metric": tuning["objective"]["MetricName"]},
         "InputDataConfig": d.get("InputDataConfig", []),
         "OutputDataConfig": d.get("OutputDataConfig", {}),
-        "ResourceConfig": d.get("ResourceConfig", {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}),
-        "StoppingCondition": d.get("StoppingCondition", {"MaxRuntimeInSeconds": 86400}),
+        "ResourceConfig": d.get("ResourceConfig", {"InstanceType": DEFAULT_INSTANCE_TYPE, "InstanceCount": 1}),
+        "StoppingCondition": d.get("StoppingCondition", {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME}),
         "CheckpointConfig": d.get("CheckpointConfig"),
     }
 
@@ -179,7 +188,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
     from ray import tune
 
     from raysight.train import driver
-    from raysight.train.resources import ensure_ray
+    from raysight.cluster import ensure_ray
 
     tuning = parse_tuning_job(request)
     created = time.time()
@@ -227,8 +236,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
     out = storage.join(tuning["definition"]["OutputDataConfig"]["S3OutputPath"], tuning["name"])
     describe = {
         "HyperParameterTuningJobName": tuning["name"],
-        "HyperParameterTuningJobArn": f"arn:aws:sagemaker:local:000000000000:hyper-parameter-tuning-job/"
-                                      f"{tuning['name'].lower()}",
+        "HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", tuning["name"]),
         "HyperParameterTuningJobConfig": request.get("HyperParameterTuningJobConfig"),
         "HyperParameterTuningJobStatus": "Completed" if best else "Failed",
         "CreationTime": created,

@@ -1,8 +1,9 @@
 """Work-arounds for Ray behaviour that costs raysight real time, each measured.
 
-Installed when `raysight.data` is imported: every process that plans a raysight
-dataset (the driver, Ray Train workers, Ray Data's SplitCoordinator actors)
-unpickles raysight's decode ops and so imports that module first.
+Installed explicitly (idempotent) wherever a process plans or executes a dataset:
+in every worker process of a raysight job by Ray's `worker_process_setup_hook`
+(cluster.setup_worker: Train workers, SplitCoordinator actors, Serve replicas), in
+the driver by `cluster.ensure_ray`, and by `data.py` before it plans a dataset.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ TASK_COMPLETION_WAIT_S = 0.02
 
 
 def install() -> None:
+    """Both mends in this process; a second call changes nothing."""
     _data_limits_known_from_the_start()
     _data_notices_finished_tasks_sooner()
 

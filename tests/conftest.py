@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from raysight.datasets import digits
+from raysight.sample_data import digits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,9 +62,10 @@ def ray_cluster(s3):
     """One real local Ray for the session; subprocesses join it through RAY_ADDRESS."""
     import ray
 
-    from raysight.train.resources import local_cpus
+    from raysight.cluster import ensure_ray
 
-    ray.init(num_cpus=local_cpus(), log_to_driver=True)
+    assert not os.environ.get("RAY_ADDRESS")
+    ensure_ray()  # a local Ray, as `raysight train` starts one (setup hook included)
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
     yield address
@@ -99,3 +100,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def parse_job(request: dict):
+    """A CreateTrainingJob request parsed against the registered algorithms."""
+    from raysight import algorithms
+    from raysight.job_request import parse_training_job
+
+    return parse_training_job(request, algorithms.names())

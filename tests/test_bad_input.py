@@ -10,7 +10,7 @@ from PIL import Image
 from raysight.errors import ClientError
 from raysight.formats import recordio
 from raysight.formats.manifest import parse_manifest
-from raysight.requests import parse_training_job
+from tests.conftest import parse_job
 from tests.conftest import run_cli, tiny_request, write_json
 
 
@@ -119,7 +119,7 @@ def test_train_and_validation_must_not_share_a_prefix():
     request = tiny_request("/data", "/out", "same-prefix", {"train": 4})
     request["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"] = "/data/train/sub"
     with pytest.raises(ClientError, match="must live under different prefixes"):
-        parse_training_job(request)
+        parse_job(request)
 
 
 def test_missing_required_channel_is_named(tmp_path):

@@ -100,7 +100,7 @@ class _Job:
 
 
 def _image_channels():
-    from raysight.requests import Channel
+    from raysight.job_request import Channel
 
     return {n: Channel(n, f"/data/{n}", "application/x-image") for n in
             ("train", "validation", "train_lst", "validation_lst")}

@@ -12,7 +12,7 @@ import torch
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.hyperparams import parse_hyperparameters
-from raysight.requests import parse_training_job
+from tests.conftest import parse_job
 from tests.conftest import ROOT, run_cli, tiny_request, write_json
 
 IC = algorithms.get("image-classification")
@@ -106,7 +106,7 @@ def test_incremental_training_refuses_a_different_architecture(base_model, digit
     root, counts = digits_small
     request = tiny_request(root, "/tmp/unused-out", "mismatch", counts, num_classes="12", num_layers="32")
     request["InputDataConfig"].append(model_channel(base_model))
-    job = parse_training_job(request)
+    job = parse_job(request)
     hp = parse_hyperparameters(IC.hyperparameters, job.hyperparameters)
     with pytest.raises(ClientError) as e:
         IC.initial_state(job, hp)

@@ -104,10 +104,11 @@ def test_weighted_loss_weights_rare_classes_up():
     labels = [[1, 0, 1], [1, 0, 0], [1, 1, 0], [1, 0, 0]]
     assert positive_weights(labels) == [0.0, 3.0, 3.0]
     values = hp(multi_label=1, use_weighted_loss=1, num_classes=3)
-    values["_pos_weight"] = positive_weights(labels)
+    state = IC.runtime_state(values, [{"label": row} for row in labels], [])
+    assert state == {"pos_weight": positive_weights(labels)}
     logits, target = torch.zeros(1, 3), torch.tensor([[1.0, 1.0, 0.0]])
-    plain = IC.loss(logits, {"label": target}, hp(multi_label=1, num_classes=3))
-    weighted = IC.loss(logits, {"label": target}, values)
+    plain, _ = IC.criterion(hp(multi_label=1, num_classes=3), {}, None)(logits, {"label": target})
+    weighted, _ = IC.criterion(values, state, None)(logits, {"label": target})
     assert weighted > plain
 
 

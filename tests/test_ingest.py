@@ -6,7 +6,7 @@ import pytest
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.hyperparams import parse_hyperparameters
-from raysight.requests import parse_training_job
+from tests.conftest import parse_job
 from raysight.train.ingest import ExactValidationDataConfig, flatten
 from tests.conftest import tiny_request
 
@@ -19,7 +19,7 @@ def job_and_hp(root, counts, distribution="FullyReplicated", seed=None):
         ch["DataSource"]["S3DataSource"]["S3DataDistributionType"] = distribution
         if seed is not None:
             ch["ShuffleConfig"] = {"Seed": seed}
-    job = parse_training_job(request)
+    job = parse_job(request)
     return job, parse_hyperparameters(IC.hyperparameters, job.hyperparameters)
 
 
@@ -47,7 +47,7 @@ def all_ids(root, split):
 def test_two_workers_see_disjoint_shares(ray_cluster, digits_small, distribution):
     root, counts = digits_small
     job, hp = job_and_hp(root, counts, distribution)
-    datasets = flatten(IC.datasets(job, hp, shards=2))
+    datasets = flatten(IC.datasets(job, hp, shards=2).datasets)
     assert ("train#0" in datasets) == (distribution == "ShardedByS3Key")
     splits = ExactValidationDataConfig().configure(datasets, 2, None, None)
     key = "train#{}" if distribution == "ShardedByS3Key" else "train"
@@ -76,7 +76,7 @@ def test_seeded_shuffle_is_reproducible(ray_cluster, digits_small):
 
     def order(seed):
         job, hp = job_and_hp(root, counts, seed=seed)
-        ds = IC.datasets(job, hp)["train"]
+        ds = IC.datasets(job, hp).datasets["train"]
         ds.context.execution_options.preserve_order = True
         return [int(x) for b in ds.iter_batches(batch_size=64) for x in b["id"]]
 

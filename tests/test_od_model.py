@@ -83,7 +83,7 @@ def test_frozen_layers_do_not_move_when_trained():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = build_optimizer(values, [p for p in model.parameters() if p.requires_grad], OD.weight_decay_optimizers)
     labels = torch.tensor([[[0, 0.1, 0.1, 0.5, 0.5], [-1, -1, -1, -1, -1]]], dtype=torch.float32)
-    loss = OD.loss(model(torch.randn(1, 3, 300, 300)), {"label": labels}, values)
+    loss, _ = OD.criterion(values, {}, model)(model(torch.randn(1, 3, 300, 300)), {"label": labels})
     loss.backward()
     optimizer.step()
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
@@ -118,9 +118,9 @@ def test_pretrained_backbone_from_a_local_file(tmp_path, monkeypatch):
 
 
 def _check(values):
-    from raysight.requests import parse_training_job
+    from tests.conftest import parse_job
 
-    job = parse_training_job({"TrainingJobName": "x", "AlgorithmSpecification": {"AlgorithmName": "object-detection",
+    job = parse_job({"TrainingJobName": "x", "AlgorithmSpecification": {"AlgorithmName": "object-detection",
                               "TrainingInputMode": "Pipe"}, "HyperParameters": {},
                               "InputDataConfig": [{"ChannelName": c, "ContentType": "application/x-recordio",
                                                    "DataSource": {"S3DataSource": {"S3Uri": f"/tmp/{c}"}}}
@@ -182,10 +182,10 @@ def test_loss_prefers_the_right_answer():
 
 
 def test_channel_sets_are_checked_before_training():
-    from raysight.requests import parse_training_job
+    from tests.conftest import parse_job
 
     def job(content_type, names, **source):
-        return parse_training_job({
+        return parse_job({
             "TrainingJobName": "x", "AlgorithmSpecification": {"AlgorithmName": "object-detection",
                                                                "TrainingInputMode": "File"},
             "HyperParameters": {}, "OutputDataConfig": {"S3OutputPath": "/tmp/out"},
@@ -205,8 +205,8 @@ def test_channel_sets_are_checked_before_training():
 
 
 def test_inspect_summarises_detection_records(tmp_path):
-    from raysight import inspect
-    from raysight.datasets import shapes
+    from raysight import inspection as inspect
+    from raysight.sample_data import shapes
 
     shapes.write(str(tmp_path), train=12, validation=2, size=64, seed=3, formats=("recordio",))
     summary = inspect.summarize(str(tmp_path / "recordio" / "train"))

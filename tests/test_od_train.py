@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from raysight import evaluation
-from raysight.datasets import shapes
+from raysight.sample_data import shapes
 from raysight.errors import ClientError
 from raysight.train import driver
 from tests.conftest import free_port, run_cli, upload_tree, write_json

@@ -15,7 +15,7 @@ import json, re, sys, threading, time
 import ray
 from ray._private.internal_api import memory_summary
 from raysight import data
-from raysight.requests import Channel
+from raysight.job_request import Channel
 
 ray.init(address="local", num_cpus=2, object_store_memory=int(sys.argv[2]), include_dashboard=False)
 stats = {"peak_mib": 0.0, "spilled_mib": 0.0, "samples": 0}

@@ -4,8 +4,9 @@ import pytest
 
 from raysight.errors import ClientError
 from raysight.formats.lst import ListEntry, format_lst, parse_lst
-from raysight.requests import algorithm_name, parse_training_job
-from raysight.datasets.digits import training_request
+from raysight.job_request import algorithm_name
+from tests.conftest import parse_job
+from raysight.sample_data.digits import training_request
 
 BASE = training_request("/data", "/out", name="job-1", counts={"train": 10})
 
@@ -16,7 +17,7 @@ def test_sagemaker_image_uri_names_the_algorithm():
     assert algorithm_name({"TrainingImage": "433757028032.dkr.ecr.us-west-2.amazonaws.com/image-classification:latest"}) \
         == "image-classification"
     assert algorithm_name({"AlgorithmName": "image-classification"}) == "image-classification"
-    job = parse_training_job(BASE)
+    job = parse_job(BASE)
     assert job.algorithm == "image-classification"
     assert set(job.channels) == {"train", "validation", "train_lst", "validation_lst"}
     assert job.channels["train"].mime == "application/x-image"
@@ -31,7 +32,7 @@ def test_every_request_problem_is_reported_at_once():
     del bad["OutputDataConfig"]
     bad["InputDataConfig"][0]["InputMode"] = "Fast"
     with pytest.raises(ClientError) as e:
-        parse_training_job(bad)
+        parse_job(bad)
     text = str(e.value)
     for part in ("TrainingJobName 'bad_name!'", "algorithm 'xgboost'", "TrainingInputMode 'Stream'",
                  "InstanceCount must be an integer >= 1", "S3OutputPath is required",
@@ -43,7 +44,7 @@ def test_duplicate_channel_is_rejected():
     bad = copy.deepcopy(BASE)
     bad["InputDataConfig"].append(copy.deepcopy(bad["InputDataConfig"][0]))
     with pytest.raises(ClientError, match="channel 'train' appears twice"):
-        parse_training_job(bad)
+        parse_job(bad)
 
 
 def test_lst_round_trip_and_errors():

@@ -96,8 +96,8 @@ def test_invocations_match_a_direct_model_call(endpoint, fmt, content_type):
     # The same preprocessing and model, called directly, agree with the HTTP answer.
     from raysight.images import decode_rgb
 
-    algo, net, meta = artifacts.load_model(model_uri)
-    direct = algo.predictor(net, meta).predict(decode_rgb(body))
+    algo, net, meta = algorithms.load_model(model_uri)
+    [direct] = algo.predictor(net, meta).predict_batch([decode_rgb(body)])
     assert np.argmax(direct) == np.argmax(probs)
     assert np.allclose(direct, probs, atol=1e-5)
 

@@ -49,15 +49,15 @@ def test_gzip_recordio_streams(tmp_path):
 def test_manifest_label_formats():
     hp = parse_hyperparameters(IC.hyperparameters, {"num_classes": "4", "num_training_samples": "9",
                                                     "multi_label": "1"})
-    ids = IC._manifest_label(hp, types.SimpleNamespace(content_type="application/x-recordio; label-format=class-id"))
+    ids = IC.manifest_converter(hp, types.SimpleNamespace(content_type="application/x-recordio; label-format=class-id"))
     assert ids("[0, 2]", "m line 1") == [1.0, 0.0, 1.0, 0.0]
-    hot = IC._manifest_label(hp, types.SimpleNamespace(content_type="application/x-recordio"))
+    hot = IC.manifest_converter(hp, types.SimpleNamespace(content_type="application/x-recordio"))
     assert hot("[1, 0, 0, 1]", "m line 2") == [1.0, 0.0, 0.0, 1.0]
-    with pytest.raises(ClientError, match=r"m line 3: class ids \[7.0\] must be integers in \[0, 3\]"):
+    with pytest.raises(ClientError, match=r"m line 3: class id 7 must be an integer in \[0, 3\]"):
         ids([7], "m line 3")
     with pytest.raises(ClientError, match="m line 4: multi-label row has 2 labels"):
         hot("[1, 0]", "m line 4")
-    single = IC._manifest_label(parse_hyperparameters(IC.hyperparameters, {"num_classes": "4",
+    single = IC.manifest_converter(parse_hyperparameters(IC.hyperparameters, {"num_classes": "4",
                                                                            "num_training_samples": "9"}),
                                 types.SimpleNamespace(content_type="application/x-recordio"))
     assert single("3", "m") == [3.0] and single(2, "m") == [2.0]

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from raysight import artifacts
+from raysight import algorithms
 from tests.conftest import run_cli, tiny_request, write_json
 
 
@@ -55,7 +55,7 @@ def test_artifact_holds_what_serving_needs(trained):
     meta_params = [n for n in names if n.endswith(".params")]
     assert {"raysight.json", "hyperparams.json", "model-shapes.json"} <= names
     assert len(meta_params) == 1 and re.fullmatch(r"image-classification-\d{4}\.params", meta_params[0])
-    algo, model, meta = artifacts.load_model(str(path))
+    algo, model, meta = algorithms.load_model(str(path))
     assert algo.name == "image-classification"
     assert meta["hyperparameters"]["num_classes"] == 10
     assert model.fc.out_features == 10

@@ -1,12 +1,78 @@
-"""What an algorithm declares. Everything not listed here is shared code."""
+"""The algorithm contract: what an algorithm supplies, and the shared steps around it.
+
+An algorithm supplies only what differs (ARCHITECTURE.md, "The algorithm contract"):
+hyperparameter rows (`shared_rows` extended), `index_rows` of an images channel,
+a `Decode` (label of a record, decode/augment of one image, label collation), the
+network, a `criterion` (loss and its terms), `meter`s, and a `Predictor`'s answers.
+The template steps here do the rest: channel sets, the split loop, the RecordIO and
+image preludes of decoding, incremental and pretrained weights, the last batch step,
+sums reduced across workers, the predictor's resize + normalize + forward.
+
+Nothing here imports torch or Ray at module level: validating a request and
+`raysight hyperparameters` stay light.
+"""
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
 
-from raysight.hyperparams import Param
+import numpy as np
 
-IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
-RECORDIO = "application/x-recordio"
+from raysight import data, images
+from raysight.errors import ClientError
+from raysight.formats import IMAGE_TYPES, RECORDIO, recordio
+from raysight.hyperparams import Param, unit
+
+SPLITS = ("train", "validation")
+JSON, JSONLINES = "application/json", "application/jsonlines"
+
+# Hyperparameters the shared runtime (train loop, optimizer, driver, tuning) reads:
+# every algorithm declares these (shared_rows does) ...
+RUNTIME_REQUIRED = ("num_classes", "num_training_samples", "epochs", "mini_batch_size", "optimizer",
+                    "learning_rate", "momentum", "weight_decay", "lr_scheduler_step", "lr_scheduler_factor",
+                    "early_stopping", "early_stopping_min_epochs", "early_stopping_patience",
+                    "early_stopping_tolerance")
+# ... and these it reads when an algorithm declares them, else uses these values.
+RUNTIME_OPTIONAL = {"checkpoint_frequency": None, "precision_dtype": "float32", "use_pretrained_model": 0,
+                    "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-8, "gamma": 0.9}
+
+
+def setting(hp: dict[str, Any], name: str) -> Any:
+    """An optional runtime hyperparameter: the algorithm's value, or the runtime default."""
+    return hp.get(name, RUNTIME_OPTIONAL[name])
+
+
+def shared_rows() -> list[Param]:
+    """SageMaker's rows common to its built-in algorithms, with Image Classification's
+    values; an algorithm overrides a row by giving one of the same name (with_rows)."""
+    from raysight.hyperparams import parse_epoch_list
+
+    return [
+        Param("num_classes", "int", required=True, min=1, doc="Number of output classes."),
+        Param("num_training_samples", "int", required=True, min=1, doc="Training set size; drives LR-step timing."),
+        Param("early_stopping", "bool", False, doc="Stop when the objective stops improving."),
+        Param("early_stopping_min_epochs", "int", 10, min=1, doc="Epochs before early stopping may trigger."),
+        Param("early_stopping_patience", "int", 5, min=1, doc="Epochs without improvement before stopping."),
+        unit("early_stopping_tolerance", 0.0, "Relative improvement that counts."),
+        Param("epochs", "int", 30, min=1, doc="Training epochs."),
+        Param("kv_store", "str", None, choices=("dist_sync", "dist_async"), doc="Multi-host sync mode."),
+        unit("learning_rate", 0.1, "Initial learning rate.", "Continuous"),
+        unit("lr_scheduler_factor", 0.1, "LR multiplier at each step epoch."),
+        Param("lr_scheduler_step", "custom", (), parser=parse_epoch_list, doc="Epochs after which LR decays, '10, 20'."),
+        Param("mini_batch_size", "int", 32, min=1, tunable="Integer", doc="Batch per host, split over its GPUs."),
+        unit("momentum", 0.9, "Momentum for sgd and nag.", "Continuous"),
+        Param("optimizer", "str", "sgd", choices=("sgd", "adam", "rmsprop", "nag"), tunable="Categorical",
+              doc="Optimizer."),
+        unit("weight_decay", 0.0001, "L2 coefficient for sgd and nag.", "Continuous"),
+    ]
+
+
+def with_rows(base: list[Param], own: list[Param]) -> list[Param]:
+    """`base` with `own` rows replacing those of the same name and the rest added; required
+    rows first, then by name, raysight's own extensions last (SageMaker's table order)."""
+    rows = {p.name: p for p in base} | {p.name: p for p in own}
+    return sorted(rows.values(), key=lambda p: (not p.required, p.name.startswith("raysight_"), p.name))
 
 
 def warn_if_async(hp: dict[str, Any]) -> None:
@@ -18,20 +84,209 @@ def warn_if_async(hp: dict[str, Any]) -> None:
                       stacklevel=3)
 
 
+# -- the three run-time protocols ---------------------------------------------------------
+class DecodeOp(Protocol):
+    """A Ray Data map_batches op: a batch of records or index rows → uint8 NHWC images."""
+
+    deterministic: bool  # nothing random: the channel may be decoded once (data.decoded_once)
+    row_bytes: int  # decoded bytes per row, for the decode-once budget
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Meter(Protocol):
+    """Metrics of one split on one worker; compute() reduces across workers (every
+    worker calls it), so each sample counts once."""
+
+    def update(self, outputs, batch: dict, terms: dict | None = None) -> None: ...
+
+    def local(self) -> dict[str, float]: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+class PredictorProtocol(Protocol):
+    """Batch-first: a list of decoded images in, one answer per image out."""
+
+    accepts: tuple[str, ...]
+
+    def predict_batch(self, pictures: list) -> list[Any]: ...
+
+    def render(self, result: Any, accept: str) -> tuple[bytes, str]: ...
+
+
+# -- template steps -------------------------------------------------------------------------
+class Decode:
+    """The shared half of every DecodeOp: RecordIO records (IRHeader + image) or index
+    rows (uri + label) → decoded RGB images → `decode_one` → uint8 (N, height, width, 3).
+    Subclasses set height/width/deterministic/row_bytes and supply record_label,
+    decode_one and collate."""
+
+    height: int
+    width: int
+    deterministic: bool = False
+    row_bytes: int = 0
+    random: bool = False  # decode_one gets an rng
+
+    def __init__(self, hp: dict[str, Any], training: bool, cache: str | None = None):
+        self.training = training
+        self.cache = cache  # file mode: node-local copies; None streams (pipe mode)
+
+    def record_label(self, label: np.ndarray, where: str):
+        """A RecordIO record's label, checked (raise ClientError naming `where`)."""
+        raise NotImplementedError
+
+    def decode_one(self, image, label, where: str, rng) -> tuple[np.ndarray, Any]:
+        """One decoded RGB image (PIL) and its label → (uint8 HxWx3 pixels, label)."""
+        raise NotImplementedError
+
+    def collate(self, labels: list) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "record" in batch:
+            where = [f"{s} record at byte {o}" for s, o in zip(batch["source"], batch["offset"])]
+            records = [recordio.unpack_image(bytes(r), w) for r, w in zip(batch["record"], where)]
+            labels = [self.record_label(r.label, w) for r, w in zip(records, where)]
+            blobs, ids = [r.image for r in records], [r.id for r in records]
+        else:  # index rows: labels were checked when the rows were built
+            where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
+            labels, ids = list(batch["label"]), list(batch["id"])
+        rng = np.random.default_rng() if self.random else None
+        out = np.empty((len(blobs), self.height, self.width, 3), dtype=np.uint8)
+        kept = []
+        for i, (raw, label, w) in enumerate(zip(blobs, labels, where)):
+            try:
+                image = images.decode_rgb(raw, w)
+            except images.BadImage as exc:
+                raise ClientError(str(exc)) from None
+            out[i], label = self.decode_one(image, label, w, rng)
+            kept.append(label)
+        return {"image": out, "label": self.collate(kept), "id": np.asarray(ids, dtype=np.int64)}
+
+
+class SumMeter:
+    """A meter that keeps a vector of sums, all-reduced across workers in compute();
+    subclasses give `width`, `row(outputs, batch, terms)` and `finish(sums)`."""
+
+    width: int = 2
+
+    def __init__(self):
+        self.sums = None
+
+    def row(self, outputs, batch, terms) -> list:
+        raise NotImplementedError
+
+    def finish(self, sums: list[float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def update(self, outputs, batch, terms=None) -> None:
+        import torch
+
+        row = torch.stack([torch.as_tensor(r, device=outputs.device).detach().float() for r in
+                           self.row(outputs, batch, terms or {})])
+        self.sums = row if self.sums is None else self.sums + row
+
+    def local(self) -> dict[str, float]:
+        """This worker's running values, without the split prefix (no collective: safe to
+        call on one rank)."""
+        sums = [float(s) for s in self.sums] if self.sums is not None else [0.0] * self.width
+        return {k.split(":", 1)[-1]: v for k, v in self.finish(sums).items()}
+
+    def compute(self) -> dict[str, float]:
+        import torch
+
+        from raysight import collectives
+
+        # Every worker contributes a vector of the same width, even one that saw no
+        # samples (an exact validation split can leave a worker empty).
+        sums = collectives.all_sum(self.sums.cpu() if self.sums is not None else torch.zeros(self.width))
+        return self.finish([float(s) for s in sums])
+
+
+class Predictor:
+    """The shared half of serving: decoded images → resized to the network input (no
+    crop, aspect not kept) → normalised → one forward pass for the batch → `answer` per
+    image. JSON Lines is `{"prediction": ...}` on one line for every algorithm."""
+
+    accepts: tuple[str, ...] = (JSON, JSONLINES)
+
+    def __init__(self, model, meta: dict[str, Any], input_shape: tuple[int, int, int]):
+        self.model = model.eval()
+        self.hp = meta["hyperparameters"]
+        _, self.height, self.width = input_shape
+
+    def predict_batch(self, pictures: list) -> list[Any]:
+        import torch
+
+        pixels = np.stack([np.asarray(p.resize((self.width, self.height), images.Image.BILINEAR)) for p in pictures])
+        with torch.inference_mode():
+            outputs = self.model(images.normalize(torch.from_numpy(pixels)))
+        return [self.answer(out, picture.size) for out, picture in zip(outputs, pictures)]
+
+    def answer(self, output, size: tuple[int, int]) -> Any:
+        """One image's network output (and its original width, height) → its answer."""
+        raise NotImplementedError
+
+    def prediction(self, result) -> Any:
+        """What `{"prediction": ...}` holds."""
+        return result
+
+    def render_json(self, result, accept: str) -> bytes:
+        return json.dumps(result).encode()
+
+    def render(self, result, accept: str) -> tuple[bytes, str]:
+        if accept == JSONLINES:
+            return (json.dumps({"prediction": self.prediction(result)}) + "\n").encode(), JSONLINES
+        return self.render_json(result, accept), JSON
+
+
+@dataclass
+class TrainingData:
+    """What `Algorithm.datasets` hands the driver: Ray datasets keyed "train"/"validation"
+    (a list of per-worker datasets for a ShardedByS3Key train channel), and run-time state
+    derived from the data that the criterion needs (e.g. class weights)."""
+
+    datasets: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the algorithm ---------------------------------------------------------------------------
 class Algorithm:
-    """One built-in algorithm: hyperparameter schema, model builder, data adapter,
-    loss and metrics, predictor. Subclasses override the methods below."""
+    """One algorithm. Subclasses set the class attributes and override the methods
+    marked `supplied`; `check_contract` (run by register) says what is missing."""
 
-    name: str = ""
-    hyperparameters: list[Param] = []
-    objective: str = ""  # the tuning objective, e.g. "validation:accuracy"
-    tuning_metrics: tuple[str, ...] = ()  # metrics a tuning job may optimise
-    artifact_prefix: str = ""  # params file prefix inside model.tar.gz
-    weight_decay_optimizers: tuple[str, ...] = ("sgd", "nag")  # where weight_decay applies
-    log_every_batches: int = 20  # how often log_batch lines are written
+    name: ClassVar[str] = ""
+    hyperparameters: ClassVar[list[Param]] = []
+    objective: ClassVar[str] = ""  # the tuning objective (maximised), e.g. "validation:accuracy"
+    tuning_metrics: ClassVar[tuple[str, ...]] = ()  # metrics a tuning job may optimise
+    artifact_prefix: ClassVar[str] = ""  # params file prefix inside model.tar.gz
+    architecture_keys: ClassVar[tuple[str, ...]] = ()  # must match for incremental training
+    weight_decay_optimizers: ClassVar[tuple[str, ...]] = ("sgd", "nag")  # where weight_decay applies
+    log_every_batches: ClassVar[int] = 20  # how often log_batch lines are written
+    image_index_channels: ClassVar[tuple[str, ...]] = ()  # the train/validation index channels of images
+    manifest_label: ClassVar[str] = "label"  # what the second AttributeNames entry holds, for messages
+    decoder: ClassVar[type[Decode] | None] = None  # supplied: the Decode subclass
 
-    image_index_channels: tuple[str, ...] = ()  # what image content types need besides train/validation
-    manifest_label: str = "label"  # what the second AttributeNames entry holds, for messages
+    SUPPLIED = ("build_model", "input_shape", "criterion", "meter", "predictor")
+
+    def check_contract(self) -> None:
+        """Every name and method the shared runtime relies on, or a TypeError naming what is missing."""
+        problems = [f"class attribute '{a}' is empty" for a in ("name", "objective", "artifact_prefix")
+                    if not getattr(self, a)]
+        declared = {p.name for p in self.hyperparameters}
+        problems += [f"hyperparameter '{n}' (read by the shared runtime) is not declared"
+                     for n in RUNTIME_REQUIRED if n not in declared]
+        if self.objective and self.objective not in self.tuning_metrics:
+            problems.append(f"objective '{self.objective}' is not one of tuning_metrics {self.tuning_metrics}")
+        if self.decoder is None or not issubclass(self.decoder, Decode):
+            problems.append("decoder must be a subclass of algorithms.base.Decode")
+        problems += [f"method '{m}' is not supplied" for m in self.SUPPLIED
+                     if getattr(type(self), m) is getattr(Algorithm, m)]
+        if self.image_index_channels and type(self).index_rows is Algorithm.index_rows:
+            problems.append("image_index_channels are declared but index_rows is not supplied")
+        if problems:
+            raise TypeError(f"algorithm {type(self).__name__}: " + "; ".join(problems))
 
     # -- request -----------------------------------------------------------------
     def check(self, hp: dict[str, Any], job) -> list[str]:
@@ -45,10 +300,10 @@ class Algorithm:
         problems = []
         if "model" in channels and channels["model"].input_mode != "File":
             problems.append("channel 'model' must use InputMode File")
-        for split in ("train", "validation"):
+        for split in SPLITS:
             if split not in channels:
                 return problems + [f"channel '{split}' is required (got: {', '.join(channels) or 'none'})"]
-        manifests = [c for c in ("train", "validation") if channels[c].s3_data_type == "AugmentedManifestFile"]
+        manifests = [c for c in SPLITS if channels[c].s3_data_type == "AugmentedManifestFile"]
         if manifests:
             problems += [f"channel '{c}' (AugmentedManifestFile) needs AttributeNames [image attribute, "
                          f"{self.manifest_label} attribute], got {channels[c].attribute_names}" for c in manifests
@@ -61,8 +316,7 @@ class Algorithm:
             missing = [c for c in self.image_index_channels if c not in channels]
             if missing:
                 problems.append(f"content type '{mime}' needs channels "
-                                f"{', '.join(('train', 'validation') + self.image_index_channels)}; "
-                                f"missing {', '.join(missing)}")
+                                f"{', '.join(SPLITS + self.image_index_channels)}; missing {', '.join(missing)}")
         elif mime != RECORDIO:
             problems.append(f"channel 'train' content type '{channels['train'].content_type}' must be one of "
                             f"{', '.join(IMAGE_TYPES + (RECORDIO,))}")
@@ -74,7 +328,7 @@ class Algorithm:
         train = job.channels.get("train")
         return train is not None and train.s3_data_type != "AugmentedManifestFile" and train.mime in IMAGE_TYPES
 
-    # -- model --------------------------------------------------------------------
+    # -- model (supplied) -----------------------------------------------------------
     def input_shape(self, hp: dict[str, Any]) -> tuple[int, int, int]:
         """(C, H, W) the network sees."""
         raise NotImplementedError
@@ -82,11 +336,9 @@ class Algorithm:
     def build_model(self, hp: dict[str, Any]):
         raise NotImplementedError
 
-    architecture_keys: tuple[str, ...] = ()  # must match for incremental training
-
     def pretrained_state(self, hp: dict[str, Any]):
         """The network's state dict with ImageNet backbone weights (use_pretrained_model=1)."""
-        raise NotImplementedError
+        raise ClientError(f"{self.name} has no pretrained weights; set use_pretrained_model=0")
 
     def initial_state(self, job, hp: dict[str, Any]):
         """Starting weights: the `model` channel's (incremental training), else the
@@ -97,25 +349,19 @@ class Algorithm:
             try:  # a shape the architecture keys do not name (e.g. an SSD512 extra layer)
                 self.build_model(hp).load_state_dict(state)
             except RuntimeError as exc:
-                from raysight.errors import ClientError
-
                 first = str(exc).strip().splitlines()
                 raise ClientError(f"model channel {job.channels['model'].uri}: its weights do not fit the network "
                                   f"these hyperparameters build ({first[1].strip() if len(first) > 1 else first[0]})"
                                   ) from None
             return state
-        if hp.get("use_pretrained_model"):
+        if setting(hp, "use_pretrained_model"):
             return self.pretrained_state(hp)
         return None
 
     def _incremental_state(self, channel, hp):
-        import os
         import tempfile
 
-        import torch
-
-        from raysight import artifacts, data
-        from raysight.errors import ClientError
+        from raysight import artifacts
 
         uri = channel.uri if channel.uri.endswith(".tar.gz") else data.find_one(channel.uri, ".tar.gz", "model")
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,27 +373,54 @@ class Algorithm:
                           for k in self.architecture_keys if _plain(old.get(k)) != _plain(hp.get(k))]
             if mismatched:
                 raise ClientError([f"model channel {uri}: {m}" for m in mismatched])
-            return torch.load(os.path.join(tmp, meta["params"]), map_location="cpu", weights_only=True)
+            return artifacts.load_params(tmp, meta)
 
     # -- data ---------------------------------------------------------------------
-    def datasets(self, job, hp: dict[str, Any], shards: int = 1) -> dict[str, Any]:
-        """Ray Data datasets keyed "train" / "validation", validated and lazily decoded.
-        A ShardedByS3Key train channel gives a list of `shards` datasets, one per worker,
-        each holding its own objects."""
+    def index_rows(self, image_channel, index_channel, hp: dict[str, Any]) -> list[dict[str, Any]]:
+        """Supplied with image_index_channels: rows {id, uri, label} of an images channel
+        and its index channel, every entry checked (ClientError naming file and entry)."""
         raise NotImplementedError
+
+    def manifest_converter(self, hp: dict[str, Any], channel) -> Callable[[Any, str], list[float]]:
+        """An augmented manifest's label attribute → the label an index row would hold."""
+        raise ClientError(f"{self.name} does not read augmented manifests")
+
+    def runtime_state(self, hp: dict[str, Any], rows: list[dict] | None, train_parts: list) -> dict[str, Any]:
+        """Run-time state derived from the training data, for `criterion` (default: none)."""
+        return {}
+
+    def datasets(self, job, hp: dict[str, Any], shards: int = 1) -> TrainingData:
+        """Both splits as lazily decoded Ray datasets, index files checked first. A
+        ShardedByS3Key train channel gives `shards` datasets, one per worker."""
+        out, train = {}, (None, [])
+        index_channels = dict(zip(SPLITS, self.image_index_channels))
+        for split in SPLITS:
+            channel, training = job.channels[split], split == "train"
+            if channel.s3_data_type == "AugmentedManifestFile":
+                rows = data.manifest_rows(channel, self.manifest_converter(hp, channel))
+            elif channel.mime == RECORDIO:
+                rows = None  # labels travel inside the records
+            else:
+                rows = self.index_rows(channel, job.channels[index_channels[split]], hp)
+            decode = self.decoder(hp, training=training, cache=data.file_mode_cache(channel))
+            parts = data.channel_datasets(channel, rows, decode, training, shards)
+            out[split] = parts if len(parts) > 1 else parts[0]
+            if training:
+                train = (rows, parts)
+        return TrainingData(out, self.runtime_state(hp, *train))
 
     def prepare_batch(self, batch: dict, hp: dict[str, Any], training: bool) -> dict:
-        """Last per-batch step on the device (e.g. uint8 NHWC → normalised NCHW)."""
-        return batch
+        """Last per-batch step on the device: uint8 NHWC → normalised float NCHW."""
+        return {"image": images.normalize(batch["image"]), "label": batch["label"]}
 
-    # -- loss and metrics ---------------------------------------------------------
-    def loss(self, outputs, batch: dict, hp: dict[str, Any]):
+    # -- loss and metrics (supplied) ------------------------------------------------------
+    def criterion(self, hp: dict[str, Any], state: dict[str, Any], model):
+        """A callable (outputs, batch) → (loss to minimise, {term: detached tensor}); the
+        terms go to the train meter, so nothing is computed twice. `model` is the
+        unwrapped network (e.g. for its anchors), `state` what runtime_state derived."""
         raise NotImplementedError
 
-    def meter(self, hp: dict[str, Any], split: str):
-        """An object with update(outputs, batch), local() -> running values on this
-        worker (for progress lines) and compute() -> {metric: value}, which reduces
-        across workers so every sample counts once."""
+    def meter(self, hp: dict[str, Any], split: str, model) -> Meter:
         raise NotImplementedError
 
     def log_batch(self, epoch: int, batch: int, speed: float, running: dict[str, float]) -> list[str]:
@@ -157,15 +430,15 @@ class Algorithm:
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], seconds: float, hp: dict[str, Any]) -> list[str]:
         """SageMaker-format log lines for one finished epoch."""
-        return []
+        return [f"Epoch[{epoch}] {k}={v:.6f}" for k, v in sorted(metrics.items())] + \
+            [f"Epoch[{epoch}] Time cost={seconds:.3f}"]
 
     def preview(self, model, validation, hp: dict[str, Any]) -> tuple[str, bytes] | None:
         """(file name, PNG) showing the trained model on a few validation samples, or None."""
         return None
 
-    # -- serving ------------------------------------------------------------------
-    def predictor(self, model, meta: dict[str, Any]):
-        """An object with predict(body, content_type, accept) -> (status, body, content_type)."""
+    # -- serving (supplied) -----------------------------------------------------------------
+    def predictor(self, model, meta: dict[str, Any]) -> PredictorProtocol:
         raise NotImplementedError
 
 

@@ -1,22 +1,22 @@
 """SageMaker's Image Classification algorithm (ResNet) on PyTorch.
 
-Declares the five things an algorithm owns: hyperparameter rows, model builder,
-data adapter, loss/metrics and predictor. Shared code does the rest.
+What differs from the shared contract (algorithms/base.py): rows beyond the shared
+ones, .lst index rows and labels, ResNet decode/augment, cross-entropy or BCE,
+accuracy, and probabilities as answers.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from typing import Any
 
 import numpy as np
 
 from raysight import data, images
-from raysight.formats import recordio
-from raysight.algorithms import register
-from raysight.algorithms.base import RECORDIO, Algorithm, warn_if_async
+from raysight.algorithms import base, register
+from raysight.algorithms.base import Algorithm, shared_rows, warn_if_async, with_rows
 from raysight.errors import ClientError
-from raysight.hyperparams import Param, parse_epoch_list, unit
+from raysight.formats import class_id_problem
+from raysight.hyperparams import Param, unit
 from raysight.models import CIFAR_DEPTHS, IMAGENET_DEPTHS
 
 AUGMENTATIONS = ("crop", "crop_color", "crop_color_transform")
@@ -34,46 +34,31 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-HYPERPARAMETERS = [
-    Param("num_classes", "int", required=True, min=1, doc="Number of output classes."),
-    Param("num_training_samples", "int", required=True, min=1, doc="Training set size; drives LR-step timing."),
+HYPERPARAMETERS = with_rows(shared_rows(), [
     Param("augmentation_type", "str", None, choices=AUGMENTATIONS, doc="crop | crop_color | crop_color_transform."),
     unit("beta_1", 0.9, "Adam first-moment decay.", "Continuous"),
     unit("beta_2", 0.999, "Adam second-moment decay.", "Continuous"),
     Param("checkpoint_frequency", "int", None, min=1, doc="Save parameters every N epochs into model.tar.gz."),
     Param("early_stopping", "bool", False, doc="Stop when validation accuracy stops improving."),
-    Param("early_stopping_min_epochs", "int", 10, min=1, doc="Epochs before early stopping may trigger."),
-    Param("early_stopping_patience", "int", 5, min=1, doc="Epochs without improvement before stopping."),
-    unit("early_stopping_tolerance", 0.0, "Relative improvement that counts."),
-    Param("epochs", "int", 30, min=1, doc="Training epochs."),
     unit("eps", 1e-8, "Epsilon for adam and rmsprop.", "Continuous"),
     unit("gamma", 0.9, "RMSProp squared-gradient decay.", "Continuous"),
     Param("image_shape", "custom", (3, 224, 224), parser=parse_image_shape, doc="Network input 'C,H,W'."),
-    Param("kv_store", "str", None, choices=("dist_sync", "dist_async"), doc="Multi-host sync mode."),
-    unit("learning_rate", 0.1, "Initial learning rate.", "Continuous"),
-    unit("lr_scheduler_factor", 0.1, "LR multiplier at each step epoch."),
-    Param("lr_scheduler_step", "custom", (), parser=parse_epoch_list, doc="Epochs after which LR decays, '10, 20'."),
-    Param("mini_batch_size", "int", 32, min=1, tunable="Integer", doc="Batch per host, split over its GPUs."),
-    unit("momentum", 0.9, "Momentum for sgd and nag.", "Continuous"),
     Param("multi_label", "int", 0, choices=(0, 1), doc="1 = multi-label (sigmoid + BCE)."),
     Param("num_layers", "int", 152, choices=IMAGENET_DEPTHS + CIFAR_DEPTHS, doc="ResNet depth."),
-    Param("optimizer", "str", "sgd", choices=("sgd", "adam", "rmsprop", "nag"), tunable="Categorical",
-          doc="Optimizer."),
     Param("precision_dtype", "str", "float32", choices=("float32", "float16"), doc="Training precision."),
     Param("resize", "int", None, min=1, doc="Shorter side is rescaled to this before cropping."),
     Param("top_k", "int", None, min=2, doc="Also report top-k accuracy."),
     Param("use_pretrained_model", "int", 0, choices=(0, 1), doc="1 = start from ImageNet weights."),
     Param("use_weighted_loss", "int", 0, choices=(0, 1), doc="Class-frequency-weighted loss (multi-label)."),
-    unit("weight_decay", 0.0001, "L2 coefficient for sgd and nag.", "Continuous"),
-]
+])
 
 
-class Decode:
-    """Ray Data map_batches op: read → decode → resize → crop/augment → uint8 NHWC."""
+class Decode(base.Decode):
+    """read → decode → resize → crop/augment → uint8 NHWC; labels as class ids or multi-hot rows."""
 
     def __init__(self, hp: dict[str, Any], training: bool, cache: str | None = None):
-        self.cache = cache  # file mode: node-local copies; None streams (pipe mode)
-        self.shape = hp["image_shape"]
+        super().__init__(hp, training, cache)
+        _, self.height, self.width = hp["image_shape"]
         self.resize = hp["resize"]
         self.augment = hp["augmentation_type"] if training else None
         self.multi_label = bool(hp["multi_label"])
@@ -81,53 +66,37 @@ class Decode:
         # without augmentation_type the crop is central and nothing is random, so the
         # pixels can be decoded once and reused every epoch (data.decoded_once)
         self.deterministic = self.augment is None
-        _, height, width = self.shape
-        self.row_bytes = height * width * 3 + 8 * (self.num_classes if self.multi_label else 1) + 8
+        self.random = not self.deterministic
+        self.row_bytes = self.height * self.width * 3 + 8 * (self.num_classes if self.multi_label else 1) + 8
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        _, height, width = self.shape
-        rng = np.random.default_rng() if self.augment else None
-        if "record" in batch:  # RecordIO: IRHeader + encoded image
-            where = [f"{s} record at byte {o}" for s, o in zip(batch["source"], batch["offset"])]
-            records = [recordio.unpack_image(bytes(r), w) for r, w in zip(batch["record"], where)]
-            labels = [self._checked(r.label, w) for r, w in zip(records, where)]
-            blobs, ids = [r.image for r in records], [r.id for r in records]
-        else:  # images + .lst: labels were checked against the list already
-            where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
-            labels, ids = list(batch["label"]), list(batch["id"])
-        out = np.empty((len(blobs), height, width, 3), dtype=np.uint8)
-        for i, (uri, raw) in enumerate(zip(where, blobs)):
-            try:
-                image = images.decode_rgb(raw, str(uri))
-            except images.BadImage as exc:
-                raise ClientError(str(exc)) from None
-            if self.resize:
-                image = images.resize_shorter(image, self.resize)
-            if self.augment == "crop_color_transform":
-                image = images.random_affine(image, rng)
-                if image.size[0] < width or image.size[1] < height:
-                    image = images.resize_shorter(image, max(height, width))
-            if image.size[0] < width or image.size[1] < height:
-                raise ClientError(
-                    f"{uri}: image is {image.size[0]}x{image.size[1]} after resize, smaller than "
-                    f"image_shape {height}x{width}; set 'resize' to at least {max(height, width)}"
-                )
-            image = images.crop(image, height, width, rng)
-            pixels = np.asarray(image)
-            if rng is not None and rng.random() < 0.5:
-                pixels = pixels[:, ::-1]
-            if self.augment in ("crop_color", "crop_color_transform"):
-                pixels = images.jitter_hls(pixels, rng.uniform(-36, 36), rng.uniform(-50, 50), rng.uniform(-50, 50))
-            out[i] = pixels
-        return {"image": out, "label": self._labels(labels), "id": np.asarray(ids, dtype=np.int64)}
-
-    def _checked(self, label: np.ndarray, where: str) -> np.ndarray:
+    def record_label(self, label: np.ndarray, where: str) -> np.ndarray:
         problem = label_problem(tuple(float(x) for x in label), where, self.num_classes, self.multi_label)
         if problem:
             raise ClientError(problem)
         return label
 
-    def _labels(self, labels) -> np.ndarray:
+    def decode_one(self, image, label, where, rng):
+        height, width = self.height, self.width
+        if self.resize:
+            image = images.resize_shorter(image, self.resize)
+        if self.augment == "crop_color_transform":
+            image = images.random_affine(image, rng)
+            if image.size[0] < width or image.size[1] < height:
+                image = images.resize_shorter(image, max(height, width))
+        if image.size[0] < width or image.size[1] < height:
+            raise ClientError(
+                f"{where}: image is {image.size[0]}x{image.size[1]} after resize, smaller than "
+                f"image_shape {height}x{width}; set 'resize' to at least {max(height, width)}"
+            )
+        image = images.crop(image, height, width, rng)
+        pixels = np.asarray(image)
+        if rng is not None and rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        if self.augment in ("crop_color", "crop_color_transform"):
+            pixels = images.jitter_hls(pixels, rng.uniform(-36, 36), rng.uniform(-50, 50), rng.uniform(-50, 50))
+        return pixels, label
+
+    def collate(self, labels) -> np.ndarray:
         if not self.multi_label:
             return np.asarray([int(row[0]) for row in labels], dtype=np.int64)
         return np.asarray([list(row) for row in labels], dtype=np.float32)
@@ -149,10 +118,7 @@ def label_problem(labels: tuple, where: str, k: int, multi: bool) -> str | None:
         if any(x not in (0.0, 1.0) for x in labels):
             return f"{where}: multi-label values must be 0 or 1, got {list(labels)}"
         return None
-    c = labels[0]
-    if not float(c).is_integer() or not 0 <= c < k:
-        return f"{where}: class id {c:g} must be an integer in [0, {k - 1}] (num_classes={k})"
-    return None
+    return class_id_problem(labels[:1], where, k)
 
 
 class ImageClassification(Algorithm):
@@ -163,6 +129,7 @@ class ImageClassification(Algorithm):
     architecture_keys = ("num_layers", "image_shape", "num_classes")
     artifact_prefix = "image-classification"
     image_index_channels = ("train_lst", "validation_lst")
+    decoder = Decode
 
     # -- request -----------------------------------------------------------------
     def check(self, hp, job) -> list[str]:
@@ -208,29 +175,11 @@ class ImageClassification(Algorithm):
         return model.state_dict()
 
     # -- data ---------------------------------------------------------------------
-    def datasets(self, job, hp, shards=1):
-        datasets = {}
-        for split in ("train", "validation"):
-            channel, training = job.channels[split], split == "train"
-            if channel.s3_data_type == "AugmentedManifestFile":
-                rows = data.manifest_rows(channel, self._manifest_label(hp, channel))
-            elif channel.mime == RECORDIO:
-                rows = None  # labels travel inside the records
-            else:
-                rows = data.lst_rows(channel, job.channels[f"{split}_lst"], self._label_checker(hp))
-            decode = Decode(hp, training=training, cache=data.file_mode_cache(channel))
-            parts = data.channel_datasets(channel, rows, decode, training, shards)
-            if training and hp["use_weighted_loss"] and hp["multi_label"]:
-                if rows is not None:
-                    labels = [r["label"] for r in rows]
-                else:  # RecordIO: one pass over the labels
-                    labels = [row for ds in parts for b in ds.select_columns(["label"]).iter_batches(
-                        batch_size=1024, batch_format="numpy") for row in b["label"]]
-                hp["_pos_weight"] = positive_weights(labels)
-            datasets[split] = parts if len(parts) > 1 else parts[0]
-        return datasets
+    def index_rows(self, image_channel, index_channel, hp):
+        k, multi = hp["num_classes"], bool(hp["multi_label"])
+        return data.lst_rows(image_channel, index_channel, lambda labels, where: label_problem(labels, where, k, multi))
 
-    def _manifest_label(self, hp, channel):
+    def manifest_converter(self, hp, channel):
         """Manifest label attribute → the same label list a .lst row would give."""
         from raysight.formats.manifest import label_values
 
@@ -240,9 +189,9 @@ class ImageClassification(Algorithm):
         def convert(value, where):
             values = label_values(value)
             if multi and class_ids:
-                bad = [v for v in values if not float(v).is_integer() or not 0 <= v < k]
+                bad = class_id_problem(values, where, k)
                 if bad:
-                    raise ClientError(f"{where}: class ids {bad} must be integers in [0, {k - 1}]")
+                    raise ClientError(bad)
                 values = [1.0 if i in set(map(int, values)) else 0.0 for i in range(k)]
             problem = label_problem(tuple(values), where, k, multi)
             if problem:
@@ -251,25 +200,33 @@ class ImageClassification(Algorithm):
 
         return convert
 
-    def _label_checker(self, hp):
-        return lambda labels, where: label_problem(labels, where, hp["num_classes"], bool(hp["multi_label"]))
-
-    def prepare_batch(self, batch, hp, training):
-        return {"image": images.normalize(batch["image"]), "label": batch["label"]}
+    def runtime_state(self, hp, rows, train_parts):
+        """use_weighted_loss with multi_label: BCE pos_weight from the training labels."""
+        if not (hp["use_weighted_loss"] and hp["multi_label"]):
+            return {}
+        if rows is not None:
+            labels = [r["label"] for r in rows]
+        else:  # RecordIO: one pass over the labels
+            labels = [row for ds in train_parts for b in ds.select_columns(["label"]).iter_batches(
+                batch_size=1024, batch_format="numpy") for row in b["label"]]
+        return {"pos_weight": positive_weights(labels)}
 
     # -- loss and metrics ---------------------------------------------------------
-    def loss(self, outputs, batch, hp):
+    def criterion(self, hp, state, model):
         import torch
         import torch.nn.functional as F
 
-        if hp["multi_label"]:
-            weight = hp.get("_pos_weight")
-            if weight is not None:
-                weight = torch.as_tensor(weight, dtype=outputs.dtype, device=outputs.device)
-            return F.binary_cross_entropy_with_logits(outputs, batch["label"], pos_weight=weight)
-        return F.cross_entropy(outputs, batch["label"])
+        weight = state.get("pos_weight")
 
-    def meter(self, hp, split):
+        def loss(outputs, batch):
+            if not hp["multi_label"]:
+                return F.cross_entropy(outputs, batch["label"]), {}
+            w = None if weight is None else torch.as_tensor(weight, dtype=outputs.dtype, device=outputs.device)
+            return F.binary_cross_entropy_with_logits(outputs, batch["label"], pos_weight=w), {}
+
+        return loss
+
+    def meter(self, hp, split, model=None):
         return AccuracyMeter(split, bool(hp["multi_label"]), hp["top_k"])
 
     def log_epoch(self, epoch, metrics, seconds, hp):
@@ -285,76 +242,46 @@ class ImageClassification(Algorithm):
 
     # -- serving ------------------------------------------------------------------
     def predictor(self, model, meta):
-        return Predictor(model, meta)
+        return Classifier(model, meta, self.input_shape(meta["hyperparameters"]))
 
 
-class AccuracyMeter:
-    """Correct/total sums, all-reduced across workers in compute()."""
+class AccuracyMeter(base.SumMeter):
+    """Correct / total (and top-k correct), all-reduced across workers."""
 
     def __init__(self, split: str, multi_label: bool, top_k: int | None):
+        super().__init__()
         self.split, self.multi_label, self.top_k = split, multi_label, top_k
-        self.sums = None
+        self.width = 3 if top_k and not multi_label else 2
 
-    def update(self, outputs, batch) -> None:
-        import torch
-
+    def row(self, outputs, batch, terms):
         labels = batch["label"]
         if self.multi_label:
-            correct = ((outputs > 0).float() == labels).float().mean(dim=1).sum()
-            row = [correct, torch.tensor(float(len(labels)), device=outputs.device)]
-        else:
-            row = [(outputs.argmax(1) == labels).sum().float(), torch.tensor(float(len(labels)), device=outputs.device)]
-            if self.top_k:
-                top = outputs.topk(self.top_k, dim=1).indices
-                row.append((top == labels[:, None]).any(dim=1).sum().float())
-        row = torch.stack([r.detach().float() for r in row])
-        self.sums = row if self.sums is None else self.sums + row
+            return [((outputs > 0).float() == labels).float().mean(dim=1).sum(), float(len(labels))]
+        row = [(outputs.argmax(1) == labels).sum(), float(len(labels))]
+        if self.width == 3:
+            row.append((outputs.topk(self.top_k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+        return row
 
-    def local(self) -> dict[str, float]:
-        """This worker's running accuracy (no collective: safe to call on one rank)."""
-        if self.sums is None or float(self.sums[1]) == 0:
-            return {"accuracy": 0.0}
-        return {"accuracy": float(self.sums[0]) / float(self.sums[1])}
-
-    def compute(self) -> dict[str, float]:
-        import torch
-
-        from raysight.train import dist
-
-        # Every worker contributes a tensor of the same width, even one that saw no
-        # samples (an exact validation split can leave a worker empty).
-        width = 3 if self.top_k and not self.multi_label else 2
-        sums = dist.all_sum(self.sums if self.sums is not None else torch.zeros(width))
-        total = float(sums[1])
-        metrics = {f"{self.split}:accuracy": float(sums[0]) / total if total else 0.0}
-        if width == 3:
-            metrics[f"{self.split}:top_k_accuracy_{self.top_k}"] = float(sums[2]) / total if total else 0.0
+    def finish(self, sums):
+        total = sums[1]
+        metrics = {f"{self.split}:accuracy": sums[0] / total if total else 0.0}
+        if self.width == 3:
+            metrics[f"{self.split}:top_k_accuracy_{self.top_k}"] = sums[2] / total if total else 0.0
         return metrics
 
+    def local(self):
+        return {"accuracy": super().local()["accuracy"]}  # the Speedometer line shows accuracy only
 
-class Predictor:
-    """decode → resize to image_shape (no crop, aspect not kept) → probabilities."""
 
-    def __init__(self, model, meta):
-        self.model = model.eval()
-        self.hp = meta["hyperparameters"]
-        self.shape = tuple(self.hp["image_shape"])
+class Classifier(base.Predictor):
+    """Probabilities: softmax, or per-class sigmoid for multi-label models."""
 
-    def predict(self, image):
+    def answer(self, output, size):
         import torch
 
-        _, height, width = self.shape
-        pixels = np.asarray(image.resize((width, height), images.Image.BILINEAR))
-        x = images.normalize(torch.from_numpy(pixels.copy())[None])
-        with torch.inference_mode():
-            logits = self.model(x)[0].float()
+        logits = output.float()
         probs = torch.sigmoid(logits) if self.hp["multi_label"] else torch.softmax(logits, dim=0)
         return [round(float(p), 8) for p in probs]
-
-    def render(self, result, accept: str) -> tuple[bytes, str]:
-        if accept == "application/jsonlines":
-            return (json.dumps({"prediction": result}) + "\n").encode(), "application/jsonlines"
-        return json.dumps(result).encode(), "application/json"
 
 
 register(ImageClassification())

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from raysight.errors import ClientError
+from raysight.formats import class_id_problem
 
 
 def parse_label_vector(values, where: str) -> np.ndarray:
@@ -65,8 +66,8 @@ def parse_annotation(doc: dict[str, Any], where: str, num_classes: int | None = 
         elif left < 0 or top < 0 or left + w > width + 0.5 or top + h > height + 0.5:
             problems.append(f"{at}: box ({left:g}, {top:g}, {w:g}x{h:g}) lies outside the "
                             f"{width:g}x{height:g} image")
-        elif num_classes is not None and not 0 <= cls < num_classes:
-            problems.append(f"{at}: class_id {cls} must be in [0, {num_classes - 1}]")
+        elif num_classes is not None and class_id_problem([cls], at, num_classes):
+            problems.append(class_id_problem([cls], at, num_classes))
         else:
             boxes.append([cls, left / width, top / height, min(1.0, (left + w) / width),
                           min(1.0, (top + h) / height)])

@@ -29,7 +29,8 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSDHead
 
-BASE_NETWORKS = ("vgg-16", "resnet-50")
+from raysight.models import BASE_NETWORKS
+
 TORCHVISION_ARCH = {"vgg-16": "vgg16", "resnet-50": "resnet50"}
 BACKGROUND_PRIOR_LOGIT = 4.0  # softmax ≈ 0.98 background at init (RetinaNet's prior): faster, steadier start
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]

@@ -15,7 +15,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from raysight import artifacts, images
+from raysight import algorithms, images
 from raysight.serve.codecs import HTTPError, check_content_type, choose_accept
 
 logger = logging.getLogger("ray.serve")
@@ -25,9 +25,9 @@ MAX_PAYLOAD = 6 * 1024 * 1024  # InvokeEndpoint's limit
 @serve.deployment(name="raysight-model", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
 class ModelServer:
     def __init__(self, model: str):
-        self.algo, net, self.meta = artifacts.load_model(model)
+        self.algo, net, self.meta = algorithms.load_model(model)
         self.predictor = self.algo.predictor(net, self.meta)
-        self.offered = getattr(self.predictor, "accepts", ("application/json", "application/jsonlines"))
+        self.offered = self.predictor.accepts
         logger.info("loaded %s model from %s", self.algo.name, model)
 
     async def __call__(self, request: Request) -> Response:
@@ -58,7 +58,7 @@ class ModelServer:
         except images.BadImage as exc:
             raise HTTPError(400, str(exc)) from None
         tic = time.perf_counter()
-        result = await asyncio.to_thread(self.predictor.predict, image)
+        [result] = await asyncio.to_thread(self.predictor.predict_batch, [image])
         payload, content_type = self.predictor.render(result, accept)
         logger.info("invocation answered in %.1f ms", 1000 * (time.perf_counter() - tic))
         return Response(payload, media_type=content_type)
@@ -73,7 +73,7 @@ def build(args: dict) -> serve.Application:
 
 def run(model: str, host: str = "127.0.0.1", port: int = 8080, blocking: bool = False, name: str = "raysight"):
     """Start Serve's HTTP proxy on host:port and deploy the model at route '/'."""
-    from raysight.train.resources import ensure_ray
+    from raysight.cluster import ensure_ray
 
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})

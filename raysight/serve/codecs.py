@@ -1,8 +1,7 @@
 """SageMaker's inference content types: which are accepted, how answers are shaped."""
 from __future__ import annotations
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
-JSON, JSONLINES = "application/json", "application/jsonlines"
+from raysight.formats import IMAGE_TYPES
 
 
 class HTTPError(Exception):

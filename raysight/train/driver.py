@@ -12,19 +12,17 @@ import time
 import traceback
 from typing import Any
 
-from raysight import algorithms, artifacts, storage
+from raysight import algorithms, artifacts, plots, storage
+from raysight.cluster import ensure_ray, scaling_for
 from raysight.errors import ClientError, client_error_text
 from raysight.hyperparams import parse_hyperparameters
-from raysight.requests import TrainingJob, parse_training_job
-from raysight.train.loop import steps_per_epoch, train_loop_per_worker
-from raysight.train.resources import ensure_ray, scaling_for
-
-REGION, ACCOUNT = "local", "000000000000"
+from raysight.job_request import DEFAULT_MAX_RUNTIME, TrainingJob, arn, parse_training_job
 
 
 def prepare(request: dict[str, Any]) -> tuple[TrainingJob, Any, dict[str, Any]]:
-    """Validate without touching data: (job, algorithm, parsed hyperparameters)."""
-    job = parse_training_job(request)
+    """Validate without touching data (and without importing torch or Ray):
+    (job, algorithm, parsed hyperparameters)."""
+    job = parse_training_job(request, algorithms.names())
     algo = algorithms.get(job.algorithm)
     hp = parse_hyperparameters(algo.hyperparameters, job.hyperparameters)
     problems = algo.check(hp, job)
@@ -48,14 +46,14 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         _check_name_free(job)
         echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
         ensure_ray()
-        scaling, plan = scaling_for(job, hp)
-        echo(plan)
+        scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])
+        echo(scaling.plan)
         _quiet_data_progress()
-        datasets = algo.datasets(job, hp, shards=scaling["scaling_config"].num_workers)  # checks index files
+        prepared = algo.datasets(job, hp, shards=scaling.config.num_workers)  # checks index files
         init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, checked here
         describe["TrainingStartTime"] = time.time()
         with StopSignal() as stop_flag:
-            result = _fit(job, algo, hp, datasets, scaling, callbacks, init_state, stop_flag,
+            result = _fit(job, algo, hp, prepared, scaling, callbacks, init_state, stop_flag,
                           deadline=start + job.max_runtime_s)
         outcome = result.return_value or {}
         tarball_uri = _write_model(job, algo, hp, result)
@@ -63,7 +61,7 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
         stopped = outcome.get("stopped")
         _write_curves(job, history)
-        _write_preview(job, algo, hp, datasets["validation"], tarball_uri)
+        _write_preview(job, algo, hp, prepared.datasets["validation"], tarball_uri)
         describe.update(
             TrainingJobStatus="Stopped" if stopped else "Completed",
             SecondaryStatus=stopped or "Completed",
@@ -157,30 +155,32 @@ def _check_name_free(job: TrainingJob) -> None:
                                 "choose a new TrainingJobName")
 
 
-def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=(), init_state=None, stop_flag=None,
+def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state=None, stop_flag=None,
          deadline=None):
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    import ray
-
+    from raysight.algorithms.base import setting
     from raysight.train.ingest import ExactValidationDataConfig, flatten
+    from raysight.train.loop import steps_per_epoch, train_loop_per_worker
 
-    frequency = hp.get("checkpoint_frequency")
+    frequency = setting(hp, "checkpoint_frequency")
     hosts = job.instance_count
     storage_path = job.checkpoint_uri or storage.join(job.output_path, job.name, "checkpoints")
     if not storage.is_remote(storage_path):
         storage_path = storage.path_of(storage_path)
-    datasets = flatten(datasets)
+    datasets = flatten(prepared.datasets)
     config = {
         "algorithm": algo.name,
         "dataset_names": sorted(datasets),
         "hp": hp,
+        "state": prepared.state,  # derived from the data, for the criterion
         "steps_per_epoch": steps_per_epoch(hp, hosts),
-        "worker_batch_size": scaling.pop("worker_batch_size"),
-        "torch_threads": scaling.pop("torch_threads"),
+        "worker_batch_size": scaling.worker_batch_size,
+        "torch_threads": scaling.torch_threads,
         # A local shuffle buffer mixes records that arrive in file order (RecordIO).
-        "shuffle_buffer": 8 * max(1, hp.get("mini_batch_size", 32)),
+        "shuffle_buffer": 8 * hp["mini_batch_size"],
         "shuffle_seed": job.channels["train"].shuffle_seed if "train" in job.channels else None,
         "init_state": None if init_state is None else ray.put(init_state),
         "stop_flag": stop_flag,
@@ -189,7 +189,7 @@ def _fit(job: TrainingJob, algo, hp, datasets, scaling, callbacks=(), init_state
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=scaling.pop("scaling_config"),
+        scaling_config=scaling.config,
         datasets=datasets,
         dataset_config=ExactValidationDataConfig(ordered=["train"] if config["shuffle_seed"] is not None else []),
         run_config=RunConfig(
@@ -239,7 +239,7 @@ def _write_preview(job: TrainingJob, algo, hp, validation, tarball_uri: str) -> 
     """The algorithm's picture of the served model on a few validation samples
     (e.g. detections.png), beside job.json."""
     try:
-        _, model, _ = artifacts.load_model(tarball_uri)
+        _, model, _ = algorithms.load_model(tarball_uri)
         picture = algo.preview(model, validation, hp)
         if picture:
             name, png = picture
@@ -254,14 +254,9 @@ def _write_curves(job: TrainingJob, history: list[dict]) -> None:
         return
     storage.write_bytes(storage.join(output_prefix(job), "metrics.json"), json.dumps(history, indent=1).encode())
     try:
-        import io
-
-        import matplotlib
         import matplotlib.ticker
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = plots.pyplot()
         epochs = [h["epoch"] for h in history]
         # losses and scores live on different scales: one panel per kind of metric
         panels: dict[str, list[str]] = {}
@@ -278,10 +273,7 @@ def _write_curves(job: TrainingJob, history: list[dict]) -> None:
             ax.legend()
         fig.suptitle(job.name)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        storage.write_bytes(storage.join(output_prefix(job), "training-curves.png"), buf.getvalue())
+        storage.write_bytes(storage.join(output_prefix(job), "training-curves.png"), plots.png(fig))
     except Exception as exc:  # noqa: BLE001 - a missing plot must not fail a trained job
         print(f"could not draw training curves: {exc}")
 
@@ -291,7 +283,7 @@ def _describe_base(request: dict[str, Any], start: float) -> dict[str, Any]:
     request = request if isinstance(request, dict) else {}
     return {
         "TrainingJobName": name,
-        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name.lower()}",
+        "TrainingJobArn": arn("training-job", name),
         "TrainingJobStatus": "InProgress",
         "SecondaryStatus": "Starting",
         "AlgorithmSpecification": request.get("AlgorithmSpecification"),
@@ -299,7 +291,7 @@ def _describe_base(request: dict[str, Any], start: float) -> dict[str, Any]:
         "InputDataConfig": request.get("InputDataConfig"),
         "OutputDataConfig": request.get("OutputDataConfig"),
         "ResourceConfig": request.get("ResourceConfig"),
-        "StoppingCondition": request.get("StoppingCondition") or {"MaxRuntimeInSeconds": 86400},
+        "StoppingCondition": request.get("StoppingCondition") or {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME},
         "ModelArtifacts": {"S3ModelArtifacts": ""},
         "CreationTime": start,
         "FinalMetricDataList": [],

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from raysight import algorithms
-from raysight.train import dist
+from raysight import algorithms, workarounds
+from raysight import collectives as dist
+from raysight.algorithms.base import setting
 from raysight.train.ingest import shard_name
 from raysight.train.optim import build_optimizer, lr_multiplier
 
@@ -27,6 +28,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
     import ray.train.torch
 
+    workarounds.install()  # this worker executes its datasets (also done by cluster.setup_worker)
     algo = algorithms.get(config["algorithm"])
     hp = config["hp"]
     ctx = ray.train.get_context()
@@ -44,7 +46,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
         model.load_state_dict(ray.get(config["init_state"]))
     model = ray.train.torch.prepare_model(model)
+    net = model.module if hasattr(model, "module") else model  # unwrapped: no DDP collectives
     device = ray.train.torch.get_device()
+    criterion = algo.criterion(hp, config.get("state") or {}, net)
     optimizer = build_optimizer(hp, [p for p in model.parameters() if p.requires_grad],
                                 algo.weight_decay_optimizers)
     steps_per_epoch = config["steps_per_epoch"]
@@ -58,8 +62,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     progress = Progress(hp, state)
     best, since_best = progress.best, progress.since_best
     history = state.get("history", []) if state else []  # per-epoch metrics, for job.json and curves
-    amp = hp.get("precision_dtype") == "float16" and device.type == "cuda"
-    if hp.get("precision_dtype") == "float16" and not amp:
+    amp = setting(hp, "precision_dtype") == "float16" and device.type == "cuda"
+    if setting(hp, "precision_dtype") == "float16" and not amp:
         log("precision_dtype=float16 needs a GPU; training in float32 on CPU", flush=True)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -79,7 +83,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         tic = time.time()
         # 1. train
         model.train()
-        meter = algo.meter(hp, "train")
+        meter = algo.meter(hp, "train", net)
         window, window_start = 0, time.time()
         seed = config.get("shuffle_seed")
         batches = train_shard.iter_torch_batches(
@@ -89,13 +93,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             batch = algo.prepare_batch(batch, hp, training=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(batch["image"])
-                loss = algo.loss(outputs, batch, hp)
+                loss, terms = criterion(outputs, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            meter.update(outputs.detach().float(), batch)
+            meter.update(outputs.detach().float(), batch, terms)
             window += len(batch["label"])
             if (b + 1) % algo.log_every_batches == 0:
                 speed = window * ctx.get_world_size() / max(time.time() - window_start, 1e-9)
@@ -110,7 +114,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             if best is None:
                 state = {"epoch": epoch, "best": best, "since_best": since_best, "history": history,
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-                net = model.module if hasattr(model, "module") else model
                 _report({"epoch": epoch, "best": None, "is_best": False, "is_frequency": False,
                          "keep_score": keep_score(epoch, False, False)}, net, state, algo, rank == 0)
             break
@@ -118,8 +121,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
         # 2. validate (unwrapped model: no DDP collectives, shares may differ in size)
         model.eval()
-        net = model.module if hasattr(model, "module") else model
-        meter = algo.meter(hp, "validation")
+        meter = algo.meter(hp, "validation", net)
         with torch.inference_mode(), failures.catch():
             for batch in val_shard.iter_torch_batches(batch_size=batch_size, device=device):
                 batch = algo.prepare_batch(batch, hp, training=False)
@@ -167,7 +169,7 @@ class Progress:
     def update(self, score: float) -> tuple[bool, int]:
         """(new best?, epochs in a row without enough improvement)."""
         best = self.best
-        progressed = best is None or score - best >= self.hp.get("early_stopping_tolerance", 0.0) * best
+        progressed = best is None or score - best >= self.hp["early_stopping_tolerance"] * best
         self.since_best = 0 if progressed else self.since_best + 1
         improved = best is None or score > best
         if improved:
@@ -175,7 +177,7 @@ class Progress:
         return improved, self.since_best
 
     def should_stop(self, epoch: int) -> bool:
-        return bool(self.hp.get("early_stopping")) and epoch + 1 >= self.hp["early_stopping_min_epochs"] \
+        return bool(self.hp["early_stopping"]) and epoch + 1 >= self.hp["early_stopping_min_epochs"] \
             and self.since_best >= self.hp["early_stopping_patience"]
 
 
@@ -290,7 +292,7 @@ def keep_score(epoch: int, best: bool, frequency: bool) -> float:
 
 
 def _frequency_epoch(hp, epoch: int) -> bool:
-    every = hp.get("checkpoint_frequency")
+    every = setting(hp, "checkpoint_frequency")
     return bool(every) and (epoch + 1) % every == 0
 
 

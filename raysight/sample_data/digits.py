@@ -11,6 +11,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from raysight import sample_data
 from raysight.formats.lst import ListEntry, format_lst
 
 DEFAULT_HYPERPARAMETERS = {
@@ -72,27 +73,9 @@ def training_request(root: str, output: str, name: str = "digits-resnet20", coun
     counts = counts or {"train": sum(1 for _ in open(os.path.join(root, "train_lst", "train.lst")))}
     hp = {**DEFAULT_HYPERPARAMETERS, "num_training_samples": str(counts["train"]), **overrides}
 
-    def channel(name: str) -> dict:
-        return {
-            "ChannelName": name,
-            "ContentType": "application/x-image",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": os.path.join(root, name),
-                                            "S3DataDistributionType": "FullyReplicated"}},
-        }
-
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {
-            "TrainingImage": "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1",
-            "TrainingInputMode": "File",
-        },
-        "RoleArn": "arn:aws:iam::000000000000:role/raysight",
-        "HyperParameters": hp,
-        "InputDataConfig": [channel(c) for c in ("train", "validation", "train_lst", "validation_lst")],
-        "OutputDataConfig": {"S3OutputPath": output},
-        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
+    channels = [sample_data.channel(c, os.path.join(root, c), "application/x-image")
+                for c in ("train", "validation", "train_lst", "validation_lst")]
+    return sample_data.training_request(name, "image-classification", "File", hp, channels, output)
 
 
 def write_request(path: str, request: dict) -> None:

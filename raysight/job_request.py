@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from raysight.errors import ClientError
 
@@ -18,6 +18,13 @@ INPUT_MODES = ("File", "Pipe", "FastFile")
 S3_DATA_TYPES = ("S3Prefix", "ManifestFile", "AugmentedManifestFile")
 DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 DEFAULT_MAX_RUNTIME = 86400
+DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+REGION, ACCOUNT = "local", "000000000000"
+
+
+def arn(resource: str, name: str) -> str:
+    """SageMaker's ARN form, e.g. arn:aws:sagemaker:local:000000000000:training-job/name."""
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{resource}/{name.lower()}"
 
 
 @dataclass
@@ -84,9 +91,8 @@ def load_request(path_or_uri: str) -> dict[str, Any]:
         raise ClientError(f"{path_or_uri} is not valid JSON: {exc}") from None
 
 
-def parse_training_job(request: dict[str, Any]) -> TrainingJob:
-    from raysight import algorithms
-
+def parse_training_job(request: dict[str, Any], algorithms: Collection[str]) -> TrainingJob:
+    """Validate a CreateTrainingJob request; `algorithms` are the names that may be run."""
     problems: list[str] = []
     if not isinstance(request, dict):
         raise ClientError("the request must be a JSON object")
@@ -106,9 +112,9 @@ def parse_training_job(request: dict[str, Any]) -> TrainingJob:
         problems.append("AlgorithmSpecification.TrainingImage (or AlgorithmName) is required")
     else:
         algo = algorithm_name(spec)
-        if algo not in algorithms.names():
+        if algo not in algorithms:
             problems.append(
-                f"AlgorithmSpecification names algorithm '{algo}'; available: {', '.join(algorithms.names())}"
+                f"AlgorithmSpecification names algorithm '{algo}'; available: {', '.join(sorted(algorithms))}"
             )
     input_mode = spec.get("TrainingInputMode", "File")
     if input_mode not in INPUT_MODES:
@@ -164,7 +170,7 @@ def parse_training_job(request: dict[str, Any]) -> TrainingJob:
         hyperparameters={str(k): str(v) for k, v in hps.items()},
         channels=channels,
         output_path=absolute(output),
-        instance_type=str(resources.get("InstanceType", "ml.m5.xlarge")),
+        instance_type=str(resources.get("InstanceType", DEFAULT_INSTANCE_TYPE)),
         instance_count=instance_count,
         max_runtime_s=max_runtime,
         checkpoint_uri=checkpoint,

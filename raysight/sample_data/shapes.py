@@ -20,6 +20,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from raysight import sample_data
 from raysight.evaluation import iou
 from raysight.formats import recordio
 from raysight.formats.detection import label_vector
@@ -129,11 +130,7 @@ def training_request(root: str, output: str, layout: str = "json", name: str = "
     counts = counts or {"train": len(os.listdir(os.path.join(root, "json", "train")))}
     hp = {**DEFAULT_HYPERPARAMETERS, "num_training_samples": str(counts["train"]), **overrides}
 
-    def channel(name: str, uri: str, content_type: str, **source) -> dict:
-        return {"ChannelName": name, "ContentType": content_type,
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
-                                                "S3DataDistributionType": "FullyReplicated", **source}}}
-
+    channel = sample_data.channel
     if layout == "json":
         channels = [channel(c, os.path.join(root, "json", c), "image/jpeg")
                     for c in ("train", "validation", "train_annotation", "validation_annotation")]
@@ -151,16 +148,4 @@ def training_request(root: str, output: str, layout: str = "json", name: str = "
         mode = "Pipe"
     else:
         raise ValueError(f"layout must be one of {FORMATS}, got '{layout}'")
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {
-            "TrainingImage": "811284229777.dkr.ecr.us-east-1.amazonaws.com/object-detection:1",
-            "TrainingInputMode": mode,
-        },
-        "RoleArn": "arn:aws:iam::000000000000:role/raysight",
-        "HyperParameters": hp,
-        "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": output},
-        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
+    return sample_data.training_request(name, "object-detection", mode, hp, channels, output)
