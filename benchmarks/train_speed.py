@@ -42,6 +42,7 @@ def bare_loop(root: str, hp: dict, epochs: int, validate: bool) -> list[float]:
     torch.manual_seed(0)
     model = ic.build_model(hp)
     opt = build_optimizer(hp, model.parameters())
+    criterion = ic.criterion(hp, {}, model)
     times = []
     for _ in range(epochs):
         tic = time.perf_counter()
@@ -50,7 +51,7 @@ def bare_loop(root: str, hp: dict, epochs: int, validate: bool) -> list[float]:
         for i in range(0, len(y), hp["mini_batch_size"]):
             idx = perm[i:i + hp["mini_batch_size"]]
             batch = ic.prepare_batch({"image": x[idx], "label": y[idx]}, hp, training=True)
-            loss = ic.loss(model(batch["image"]), batch, hp)
+            loss, _ = criterion(model(batch["image"]), batch)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -32,6 +32,8 @@ class Param:
     doc: str = ""  # one line, shown by `raysight hyperparameters`
 
     def range_text(self) -> str:
+        if self.type == "bool":
+            return "True or False"
         if self.choices is not None:
             return "one of " + ", ".join(str(c) for c in self.choices)
         lo = "(" if self.min_exclusive else "["

@@ -87,7 +87,7 @@ def search_space(algo, ranges: dict[str, Any], strategy: str) -> tuple[dict[str,
             problems.append(f"{kind} range names unknown hyperparameter '{name}'")
             return None
         if rows[name].tunable != RANGE_KINDS[kind]:
-            problems.append(f"{kind} range names '{name}', which is not a {RANGE_KINDS[kind].lower()} tunable "
+            problems.append(f"{kind} range names '{name}', which is not tunable as {RANGE_KINDS[kind]} "
                             f"hyperparameter of {algo.name}; tunable: {tunable}")
             return None
         return rows[name]

@@ -100,3 +100,18 @@ def test_search_space_scaling():
     assert "LogUniform" not in str(space["momentum"].get_sampler())
     assert isinstance(space["mini_batch_size"], Integer)
     assert {space["mini_batch_size"].lower, space["mini_batch_size"].upper} == {8, 513}
+
+
+def test_only_tunable_hyperparameters_may_be_tuned_with_their_kind(tmp_path):
+    bad = tuning_request("/data", str(tmp_path), {"train": 10})
+    ranges = bad["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    ranges["IntegerParameterRanges"].append({"Name": "num_classes", "MinValue": "2", "MaxValue": "10"})
+    ranges["CategoricalParameterRanges"] = [{"Name": "mini_batch_size", "Values": ["8", "16"]}]
+    with pytest.raises(ClientError) as e:
+        parse_tuning_job(bad)
+    text = str(e.value)
+    assert "IntegerParameterRanges range names 'num_classes', which is not tunable as Integer" in text
+    assert "CategoricalParameterRanges range names 'mini_batch_size'" in text
+    assert "tunable: beta_1 (Continuous), beta_2 (Continuous), eps (Continuous), gamma (Continuous), " \
+           "learning_rate (Continuous), mini_batch_size (Integer), momentum (Continuous), optimizer (Categorical), " \
+           "weight_decay (Continuous)" in text

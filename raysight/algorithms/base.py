@@ -29,7 +29,7 @@ JSON, JSONLINES = "application/json", "application/jsonlines"
 
 # Hyperparameters the shared runtime (train loop, optimizer, driver, tuning) reads:
 # every algorithm declares these (shared_rows does) ...
-RUNTIME_REQUIRED = ("num_classes", "num_training_samples", "epochs", "mini_batch_size", "optimizer",
+RUNTIME_REQUIRED = ("num_training_samples", "epochs", "mini_batch_size", "optimizer",
                     "learning_rate", "momentum", "weight_decay", "lr_scheduler_step", "lr_scheduler_factor",
                     "early_stopping", "early_stopping_min_epochs", "early_stopping_patience",
                     "early_stopping_tolerance")
