@@ -21,7 +21,8 @@ def test_json_annotation_to_normalised_corners():
 @pytest.mark.parametrize("change,message", [
     ({"annotations": [{"class_id": 0, "left": 450, "top": 10, "width": 100, "height": 10}]}, "lies outside"),
     ({"annotations": [{"class_id": 0, "left": 4, "top": 10, "width": 0, "height": 10}]}, "must be positive"),
-    ({"annotations": [{"class_id": 5, "left": 4, "top": 10, "width": 3, "height": 10}]}, "annotation 0: class id 5 must be an integer in [0, 2]"),
+    ({"annotations": [{"class_id": 5, "left": 4, "top": 10, "width": 3, "height": 10}]},
+     "annotation 0: class id 5 must be an integer in [0, 2]"),
     ({"annotations": [{"class_id": 0, "left": 4}]}, "needs numeric class_id"),
     ({"image_size": [{"width": 5, "height": 4, "depth": 1}]}, "only 3-channel images"),
     ({"image_size": {}}, "'image_size' must be a list"),

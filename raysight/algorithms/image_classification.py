@@ -35,7 +35,8 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
 
 
 HYPERPARAMETERS = with_rows(shared_rows(), [
-    Param("augmentation_type", "str", None, choices=AUGMENTATIONS, doc="Training augmentation: crop, + colour, + affine."),
+    Param("augmentation_type", "str", None, choices=AUGMENTATIONS,
+          doc="Training augmentation: crop, + colour, + affine."),
     unit("beta_1", 0.9, "Adam first-moment decay.", "Continuous"),
     unit("beta_2", 0.999, "Adam second-moment decay.", "Continuous"),
     Param("checkpoint_frequency", "int", None, min=1, doc="Save parameters every N epochs into model.tar.gz."),
