@@ -96,15 +96,18 @@ def cmd_train(args) -> int:
     from raysight.job_request import load_request
     from raysight.train import driver
 
+    request = None
     try:
         request = load_request(args.request)
-        if args.validate_only:
-            job, algo, _ = driver.prepare(request)
-            print(f"OK: {job.name} ({algo.name}) is valid")
-            return 0
+        job, algo, _ = driver.prepare(request)  # no torch, no Ray: a bad request is refused at once
     except ClientError as exc:
+        if request is not None and not args.validate_only:
+            driver.run(request, echo=lambda *_: None)  # records the Failed job.json, as a job that ran
         print(exc, file=sys.stderr)
         return 2
+    if args.validate_only:
+        print(f"OK: {job.name} ({algo.name}) is valid")
+        return 0
     record = driver.run(request)
     print(json.dumps({k: record.get(k) for k in ("TrainingJobName", "TrainingJobStatus", "FailureReason",
                                                   "FinalMetricDataList", "ModelArtifacts")}, indent=2))

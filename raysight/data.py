@@ -7,6 +7,7 @@ channels stream from storage without a local copy.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import posixpath
 from typing import Any, Callable
@@ -41,15 +42,52 @@ def list_files(uri: str) -> list[str]:
     )
 
 
-def find_one(uri: str, suffix: str, channel: str) -> str:
-    """The single `*suffix` file a channel holds (the channel URI may name it directly)."""
-    if uri.endswith(suffix):
-        return uri
-    found = [f for f in list_files(uri) if f.endswith(suffix)]
-    if len(found) != 1:
-        what = "no" if not found else f"{len(found)}"
-        raise ClientError(f"channel '{channel}' ({uri}) holds {what} {suffix} files; expected exactly one")
-    return storage.join(uri, found[0])
+def channel_files(channel) -> tuple[str, list[str]]:
+    """(root URI, the channel's files relative to it): every object under an `S3Prefix`,
+    or the objects a `ManifestFile` lists (SageMaker's JSON array: `{"prefix": ...}` then
+    keys; URI = prefix + key), each checked to exist with one listing of the prefix."""
+    if channel.s3_data_type != "ManifestFile":
+        return channel.uri, list_files(channel.uri)
+    where = f"channel '{channel.name}' ManifestFile {channel.uri}"
+    try:
+        doc = json.loads(read_text(channel.uri))
+    except ValueError as exc:
+        raise ClientError(f"{where}: not JSON ({exc})") from None
+    if not (isinstance(doc, list) and doc and isinstance(doc[0], dict) and isinstance(doc[0].get("prefix"), str)
+            and doc[0]["prefix"]):
+        raise ClientError(f'{where}: must be a JSON array whose first element is {{"prefix": "s3://bucket/key/"}}')
+    bad = [i for i, key in enumerate(doc[1:], 1) if not isinstance(key, str) or not key]
+    if bad:
+        raise ClientError(f"{where}: element {bad[0]} must be a key (a non-empty string) relative to the prefix")
+    prefix = doc[0]["prefix"]
+    cut = prefix.rfind("/") + 1  # the prefix may end inside a name: "s3://b/p/img" + "1.jpg"
+    root = prefix[:cut].rstrip("/") if cut else "."
+    if "://" not in root:
+        from raysight.job_request import absolute
+
+        root = absolute(root)
+    files = [prefix[cut:] + key for key in doc[1:]]
+    missing = sorted(set(files) - set(list_files(root)))
+    if missing:
+        raise ClientError(f"{where}: {len(missing)} listed object(s) not found under {prefix}, e.g. "
+                          + ", ".join(missing[:5]))
+    return root, files
+
+
+def find_one(channel, suffix: str, also: str | None = None) -> str:
+    """The single `*suffix` (or `*also`) file a channel holds; its URI may name it directly."""
+    suffixes = (suffix,) + ((also,) if also else ())
+    if channel.s3_data_type != "ManifestFile" and channel.uri.endswith(suffixes):
+        return channel.uri
+    root, files = channel_files(channel)
+    for wanted in suffixes:
+        found = [f for f in files if f.endswith(wanted)]
+        if len(found) == 1:
+            return storage.join(root, found[0]) if found[0] else root
+        if found:
+            break
+    what = "no" if not found else f"{len(found)}"
+    raise ClientError(f"channel '{channel.name}' ({channel.uri}) holds {what} {suffix} files; expected exactly one")
 
 
 def read_text(uri: str) -> str:
@@ -63,12 +101,10 @@ def read_text(uri: str) -> str:
 def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str | None]) -> list[dict[str, Any]]:
     """Rows {id, uri, label} from an images + `.lst` channel pair, checked against the
     images that really exist under the image channel's root."""
-    try:
-        lst_uri = find_one(lst_channel.uri, ".lst", lst_channel.name)
-    except ClientError:
-        lst_uri = find_one(lst_channel.uri, ".lst.gz", lst_channel.name)
+    lst_uri = find_one(lst_channel, ".lst", ".lst.gz")
     entries = parse_lst(read_text(lst_uri), lst_uri)
-    present = set(list_files(image_channel.uri))
+    root, files = channel_files(image_channel)
+    present = set(files)
     problems = []
     rows = []
     for e in entries:
@@ -81,7 +117,7 @@ def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str
         if len(problems) >= 20:
             problems.append("(stopped after 20 problems)")
             break
-        rows.append({"id": e.index, "uri": storage.join(image_channel.uri, rel), "label": list(e.labels)})
+        rows.append({"id": e.index, "uri": storage.join(root, rel), "label": list(e.labels)})
     if problems:
         raise ClientError(problems)
     return rows
@@ -216,7 +252,7 @@ def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
     from raysight.sources import RecordIODatasource, check_idx
 
     workarounds.install()
-    files = list_files(channel.uri)
+    root, files = channel_files(channel)
     gz = channel.compression == "Gzip"
     recs = [f for f in files if f.endswith(".rec") or (gz and f.endswith(".rec.gz"))]
     if files == [""]:  # the URI names one file
@@ -228,7 +264,7 @@ def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
         raise ClientError(f"channel '{channel.name}' is ShardedByS3Key over {len(recs)} .rec files for {count} "
                           "workers; it needs at least one file per worker")
     recs = recs[index::count]
-    uris = [storage.join(channel.uri, f) if f else channel.uri for f in recs]
+    uris = [storage.join(root, f) if f else root for f in recs]
     fs = storage.filesystem(channel.uri)
     sizes = [fs.get_file_info(storage.path_of(u)).size for u in uris]
     split_points = {}
@@ -236,7 +272,7 @@ def recordio_dataset(channel, shard: tuple[int, int] = (0, 1)):
         idx = (rel or uri)[: -len(".rec")] + ".idx" if not gz else None
         if idx and idx in files:
             sample = 256 if storage.is_remote(uri) else None
-            split_points[uri] = check_idx(uri, storage.join(channel.uri, idx), sample)
+            split_points[uri] = check_idx(uri, storage.join(root, idx), sample)
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
     source = RecordIODatasource(uris, sizes, gzipped=gz, split_points=split_points, parallelism=2 * max(1, cpus),
                                 cache=file_mode_cache(channel))

@@ -16,6 +16,7 @@ from raysight import data, storage
 from raysight.errors import ClientError
 from raysight.formats import recordio
 from raysight.formats.lst import parse_lst
+from raysight.job_request import Channel
 
 
 def detect(files: list[str]) -> str:
@@ -48,7 +49,7 @@ def records(uri: str, root: str | None = None) -> Iterator[dict[str, Any]]:
                     yield {"id": r.id, "label": [float(x) for x in r.label], "image": r.image,
                            "where": f"{rec_uri} record at byte {offset}"}
     elif kind == "lst":
-        lst = data.find_one(uri, ".lst", uri)
+        lst = data.find_one(Channel(name=uri, uri=uri), ".lst")
         folder = lst.rsplit("/", 1)[0] if storage.is_remote(lst) else os.path.dirname(lst)
         image_root = root or folder  # im2rec's layout: images beside the list  # im2rec's layout: images beside the list
         for e in parse_lst(storage.read_bytes(lst).decode("utf-8", "replace"), lst):

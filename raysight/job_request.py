@@ -207,6 +207,8 @@ def _parse_channel(raw: Any, i: int, default_mode: str) -> tuple[Channel | None,
     ):
         if value not in allowed:
             problems.append(f"{where}: {field_name} '{value}' must be one of {', '.join(allowed)}")
+    if mode == "FastFile" and data_type != "S3Prefix":
+        problems.append(f"{where}: InputMode FastFile needs S3DataType S3Prefix, got '{data_type}'")
     seed = (raw.get("ShuffleConfig") or {}).get("Seed")
     if seed is not None and not isinstance(seed, int):
         problems.append(f"{where}: ShuffleConfig.Seed must be an integer")

@@ -10,8 +10,7 @@ from PIL import Image
 from raysight.errors import ClientError
 from raysight.formats import recordio
 from raysight.formats.manifest import parse_manifest
-from tests.conftest import parse_job
-from tests.conftest import run_cli, tiny_request, write_json
+from tests.conftest import parse_job, run_cli, tiny_request, write_json
 
 
 def png(size=(8, 8), mode="RGB"):
@@ -127,3 +126,17 @@ def test_missing_required_channel_is_named(tmp_path):
     request["InputDataConfig"] = request["InputDataConfig"][:1]
     proc = run_cli("train", "--validate-only", write_json(tmp_path / "r.json", request))
     assert proc.returncode == 2 and "channel 'validation' is required" in proc.stderr
+
+
+def test_an_invalid_request_exits_2_with_one_line_and_a_failed_record(tmp_path):
+    request = tiny_request("/data", str(tmp_path), "bad-hp", {"train": 4}, epochs="0", learning_rat="0.1")
+    proc = run_cli("train", write_json(tmp_path / "r.json", request), timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["ClientError: Additional hyperparameters are not allowed ('learning_rat' was unexpected); "
+                     "hyperparameter 'epochs' must be >= 1, got '0'"], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    with open(tmp_path / "bad-hp" / "output" / "job.json") as f:
+        job = json.load(f)
+    assert job["TrainingJobStatus"] == "Failed" and job["FailureReason"] == lines[0]
+    assert not (tmp_path / "bad-hp" / "output" / "model.tar.gz").exists()

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -162,3 +163,51 @@ def test_augmented_manifest_with_s3_refs(ray_cluster, s3, s3_digits, digits_smal
     proc = run_cli("train", write_json(tmp_path / "r.json", request), env={"RAYSIGHT_CACHE_DIR": str(tmp_path)})
     metrics = finished(proc, s3_reader(s3, "out-manifest"), name)
     assert metrics["validation:accuracy"] > 0.2
+
+
+def _manifest(client, key, prefix, keys):
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps([{"prefix": prefix}] + keys).encode())
+    return f"s3://{BUCKET}/{key}"
+
+
+@pytest.mark.parametrize("mode", ["Pipe", "File"])
+def test_images_and_lst_listed_by_manifest_files(ray_cluster, s3, s3_digits, digits_small, tmp_path, mode):
+    """S3DataType ManifestFile on all four channels: the objects are the manifest's prefix + keys,
+    wherever the manifest itself lives."""
+    uri, counts = s3_digits
+    root, _ = digits_small
+    channels = []
+    for c in ("train", "validation", "train_lst", "validation_lst"):
+        keys = sorted(os.path.relpath(os.path.join(d, f), os.path.join(root, c)).replace(os.sep, "/")
+                      for d, _, fs in os.walk(os.path.join(root, c)) for f in fs)
+        listed = _manifest(s3, f"manifests-{mode}/{c}.json", f"{uri}/{c}/", keys)
+        channels.append(channel(c, listed, S3DataType="ManifestFile"))
+    name = f"s3-manifest-file-{mode.lower()}"
+    request = tiny_request("/unused", f"s3://{BUCKET}/out-mf-{mode}", name, counts, epochs="4")
+    request["AlgorithmSpecification"]["TrainingInputMode"] = mode
+    request["InputDataConfig"] = channels
+    proc = run_cli("train", write_json(tmp_path / "r.json", request), env={"RAYSIGHT_CACHE_DIR": str(tmp_path / "c")})
+    metrics = finished(proc, s3_reader(s3, f"out-mf-{mode}"), name)
+    assert metrics["validation:accuracy"] > 0.2  # chance is 0.1
+
+
+def test_manifest_file_problems_are_named(s3, s3_digits, tmp_path):
+    from raysight import data
+    from raysight.errors import ClientError
+    from raysight.job_request import Channel
+
+    uri, _ = s3_digits
+
+    def listing(body):
+        s3.put_object(Bucket=BUCKET, Key="mf/bad.json", Body=body.encode())
+        return data.channel_files(Channel("train", f"s3://{BUCKET}/mf/bad.json", s3_data_type="ManifestFile"))
+
+    root, files = listing(json.dumps([{"prefix": f"{uri}/train_lst/tr"}, "ain.lst"]))
+    assert (root, files) == (f"{uri}/train_lst", ["train.lst"])  # the prefix may end inside a name
+    for body, message in [("{nope", "not JSON"), (json.dumps(["a"]), 'first element is {"prefix"'),
+                          (json.dumps([{"prefix": f"{uri}/"}, 3]), "element 1 must be a key"),
+                          (json.dumps([{"prefix": f"{uri}/train/"}, "0/none.png"]),
+                           "1 listed object(s) not found under")]:
+        with pytest.raises(ClientError, match=re.escape(message)) as e:
+            listing(body)
+        assert "channel 'train' ManifestFile s3://raysight-test/mf/bad.json" in str(e.value)

@@ -12,8 +12,7 @@ import torch
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.hyperparams import parse_hyperparameters
-from tests.conftest import parse_job
-from tests.conftest import ROOT, run_cli, tiny_request, write_json
+from tests.conftest import ROOT, parse_job, run_cli, tiny_request, write_json
 
 IC = algorithms.get("image-classification")
 

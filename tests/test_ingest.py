@@ -6,9 +6,8 @@ import pytest
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.hyperparams import parse_hyperparameters
-from tests.conftest import parse_job
 from raysight.train.ingest import ExactValidationDataConfig, flatten
-from tests.conftest import tiny_request
+from tests.conftest import parse_job, tiny_request
 
 IC = algorithms.get("image-classification")
 

@@ -217,6 +217,26 @@ def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp
     assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
 
 
+@pytest.mark.parametrize("layout", ["json", "recordio"])
+def test_manifest_file_channels_train_a_detector(ray_cluster, small_shapes, tmp_path, layout):
+    """S3DataType ManifestFile for every channel of images + JSON (File mode) and of RecordIO (Pipe)."""
+    root, counts = small_shapes
+    request = shapes.training_request(root, str(tmp_path), layout, name=f"od-mf-{layout}", counts=counts,
+                                      epochs="1", mini_batch_size="8")
+    for c in request["InputDataConfig"]:
+        source = c["DataSource"]["S3DataSource"]
+        folder = source["S3Uri"]
+        listed = tmp_path / f"{c['ChannelName']}.manifest.json"
+        listed.write_text(json.dumps([{"prefix": folder + "/"}] + sorted(os.listdir(folder))))
+        source.update(S3DataType="ManifestFile", S3Uri=str(listed))
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with open(tmp_path / f"od-mf-{layout}" / "output" / "job.json") as f:
+        job = json.load(f)
+    assert job["TrainingJobStatus"] == "Completed"
+    assert "validation:mAP" in {m["MetricName"] for m in job["FinalMetricDataList"]}
+
+
 def test_bad_annotations_fail_before_training(ray_cluster, small_shapes, tmp_path):
     root, counts = small_shapes
     request = shapes.training_request(root, str(tmp_path), "json", name="od-width", counts=counts,

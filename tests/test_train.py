@@ -70,6 +70,17 @@ def test_completed_job_name_cannot_be_reused(trained):
     assert (out / "tiny-job" / "output" / "job.json").read_text() == before  # the record is kept
 
 
+def test_an_invalid_request_under_a_completed_name_keeps_the_record(trained, tmp_path):
+    _, out, request = trained
+    before = (out / "tiny-job" / "output" / "job.json").read_text()
+    with open(request) as f:
+        bad = json.load(f)
+    bad["HyperParameters"]["epochs"] = "0"
+    proc = run_cli("train", write_json(tmp_path / "bad.json", bad))
+    assert proc.returncode == 2 and "hyperparameter 'epochs' must be >= 1" in proc.stderr
+    assert (out / "tiny-job" / "output" / "job.json").read_text() == before
+
+
 def test_bad_label_fails_before_training_with_file_and_entry(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     lst = tmp_path / "train_lst"

@@ -317,7 +317,7 @@ class Algorithm:
 
         from raysight import artifacts
 
-        uri = channel.uri if channel.uri.endswith(".tar.gz") else data.find_one(channel.uri, ".tar.gz", "model")
+        uri = data.find_one(channel, ".tar.gz")
         with tempfile.TemporaryDirectory() as tmp:
             meta = artifacts.extract(uri, tmp)
             if meta.get("algorithm") != self.name:

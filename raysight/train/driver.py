@@ -306,6 +306,8 @@ def _output_known(request) -> bool:
 def _write_describe(request: dict[str, Any], describe: dict[str, Any]) -> None:
     uri = storage.join(request["OutputDataConfig"]["S3OutputPath"], request["TrainingJobName"], "output", "job.json")
     try:
+        if storage.exists(uri) and json.loads(storage.read_bytes(uri)).get("TrainingJobStatus") == "Completed":
+            return  # a completed job's record is kept whatever a later request under its name says
         storage.write_bytes(uri, json.dumps(describe, indent=2, default=str).encode())
     except Exception as exc:  # noqa: BLE001 - the job's own outcome matters more than its record
         print(f"could not write {uri}: {exc}")

@@ -32,13 +32,15 @@ def manifest_boxes(hp):
 def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any]]:
     """Rows {id, uri, label} (label: the boxes, flattened) from an images channel and
     its JSON annotation channel."""
-    files = [f for f in data.list_files(annotation_channel.uri) if f.endswith(".json")]
+    annotation_root, files = data.channel_files(annotation_channel)
+    files = [f for f in files if f.endswith(".json")]
     if not files:
         raise ClientError(f"channel '{annotation_channel.name}' ({annotation_channel.uri}) holds no .json files")
-    present = set(data.list_files(image_channel.uri))
+    image_root, present = data.channel_files(image_channel)
+    present = set(present)
 
     def one(rel: str):
-        uri = storage.join(annotation_channel.uri, rel)
+        uri = storage.join(annotation_root, rel)
         try:
             name, boxes = detection.load_annotation(data.read_text(uri), uri, hp["num_classes"])
             check_width(len(boxes), hp, uri)
@@ -47,7 +49,7 @@ def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any
         image = name.lstrip("/") or _image_beside(rel, present)
         if image not in present:
             return None, f"{uri}: image '{name or rel}' not found under {image_channel.uri}"
-        return {"uri": storage.join(image_channel.uri, image), "label": boxes.ravel().tolist()}, None
+        return {"uri": storage.join(image_root, image), "label": boxes.ravel().tolist()}, None
 
     with ThreadPoolExecutor(16) as pool:  # small GETs: latency-bound on S3
         results = list(pool.map(one, files))
