@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
 #   make demo   - the main job end to end on the bundled digits
 #   make test   - the test suite (what CI runs)
+#   make test-fast - the tier without training jobs (a few minutes)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q --durations=15 tests
+
+test-fast: $(STAMP)  # the developer's tier: no training jobs, a few minutes
+	$(VENV)/bin/python -m pytest -q -m "not slow" --durations=10 tests
 
 clean:
 	rm -rf demo-output .pytest_cache

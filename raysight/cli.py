@@ -196,7 +196,12 @@ def cmd_hyperparameters(args) -> int:
     from raysight import algorithms
     from raysight.hyperparams import schema_table
 
-    print(schema_table(algorithms.get(args.algorithm).hyperparameters))
+    try:
+        algo = algorithms.get(args.algorithm)
+    except KeyError as exc:
+        print(f"ClientError: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(schema_table(algo.hyperparameters))
     return 0
 
 

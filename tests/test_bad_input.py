@@ -47,6 +47,7 @@ def failed_job(tmp_path, name):
     return job["FailureReason"]
 
 
+@pytest.mark.slow
 def test_recordio_problems_fail_the_job_with_file_and_offset(ray_cluster, tmp_path):
     good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
     validation = rec_channel(tmp_path, "validation", good)
@@ -65,6 +66,7 @@ def test_recordio_problems_fail_the_job_with_file_and_offset(ray_cluster, tmp_pa
         assert "data.rec" in reason
 
 
+@pytest.mark.slow
 def test_truncated_and_wrong_magic_rec(ray_cluster, tmp_path):
     good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
     validation = rec_channel(tmp_path, "validation", good)

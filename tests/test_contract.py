@@ -159,3 +159,19 @@ def test_layers_point_down_and_nothing_imports_in_a_circle():
     for module in sorted(edges):
         if module not in state:
             visit(module, [module])
+
+
+def test_an_installed_distribution_registers_through_its_entry_point(tmp_path):
+    """The entry-point group `raysight.algorithms`, as `pip install` of a plugin package leaves it."""
+    info = tmp_path / "digit_is_high_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: digit-is-high-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[raysight.algorithms]\nhigh = digit_is_high\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}/tests/plugins", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "raysight", "hyperparameters", "digit-is-high"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env=env)
+    assert proc.returncode == 0 and "| side | no | int | >= 8 | 16 |" in proc.stdout, proc.stderr[-2000:]
+    gone = subprocess.run([sys.executable, "-m", "raysight", "hyperparameters", "digit-is-high"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env={**env, "PYTHONPATH": f"{ROOT}/tests/plugins"})
+    assert gone.returncode == 2 and gone.stderr.strip() == ("ClientError: unknown algorithm 'digit-is-high'; "
+                                                            "available: image-classification, object-detection")

@@ -1,9 +1,12 @@
 """`make demo`'s job (`raysight demo`): exit 0 and the accuracies it prints."""
 import re
 
+import pytest
+
 from tests.conftest import free_port, run_cli
 
 
+@pytest.mark.slow
 def test_demo_trains_serves_and_says_what_it_promises(ray_cluster, tmp_path):
     proc = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--port", str(free_port()), timeout=900)
     out = proc.stdout

@@ -37,6 +37,7 @@ def s3_reader(client, prefix):
     return lambda key: client.get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["Pipe", "File"])
 def test_images_and_lst_from_s3(ray_cluster, s3, s3_digits, tmp_path, mode):
     uri, counts = s3_digits
@@ -91,6 +92,7 @@ def test_im2rec_round_trip_is_byte_exact(rec_files, digits_small):
     assert sum(summary["labels"].values()) == len(entries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["Pipe", "File"])
 def test_recordio_from_s3(ray_cluster, s3, rec_files, tmp_path, mode):
     out, counts = rec_files
@@ -105,6 +107,7 @@ def test_recordio_from_s3(ray_cluster, s3, rec_files, tmp_path, mode):
     assert metrics["validation:accuracy"] > 0.2
 
 
+@pytest.mark.slow
 def test_gzip_lst_and_augmented_manifest_locally(ray_cluster, digits_small, tmp_path):
     """Manifest for train (source-ref relative to the manifest), gzip .lst channels elsewhere."""
     root, counts = digits_small
@@ -141,6 +144,7 @@ def test_gzip_lst_and_augmented_manifest_locally(ray_cluster, digits_small, tmp_
     finished(proc, lambda k: (tmp_path / "out" / k).read_text(), "gzip-lst-job")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["Pipe", "File"])
 def test_augmented_manifest_with_s3_refs(ray_cluster, s3, s3_digits, digits_small, tmp_path, mode):
     """Manifest lines whose source-ref values are s3:// URIs, the manifest itself on S3."""
@@ -170,6 +174,7 @@ def _manifest(client, key, prefix, keys):
     return f"s3://{BUCKET}/{key}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["Pipe", "File"])
 def test_images_and_lst_listed_by_manifest_files(ray_cluster, s3, s3_digits, digits_small, tmp_path, mode):
     """S3DataType ManifestFile on all four channels: the objects are the manifest's prefix + keys,

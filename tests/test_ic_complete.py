@@ -86,6 +86,7 @@ def model_channel(uri):
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}}
 
 
+@pytest.mark.slow
 def test_incremental_training_starts_from_the_model_channel(base_model, digits_small, tmp_path):
     root, counts = digits_small
     with open(os.path.join(os.path.dirname(base_model), "job.json")) as f:
@@ -101,6 +102,7 @@ def test_incremental_training_starts_from_the_model_channel(base_model, digits_s
     assert accuracy["validation:accuracy"] > 0.3
 
 
+@pytest.mark.slow
 def test_incremental_training_refuses_a_different_architecture(base_model, digits_small):
     root, counts = digits_small
     request = tiny_request(root, "/tmp/unused-out", "mismatch", counts, num_classes="12", num_layers="32")
@@ -113,6 +115,7 @@ def test_incremental_training_refuses_a_different_architecture(base_model, digit
     assert "num_classes is 10 in the model but 12 in this job" in str(e.value)
 
 
+@pytest.mark.slow
 def test_max_runtime_stops_and_keeps_the_model(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     request = tiny_request(root, str(tmp_path), "short", counts, epochs="200")
@@ -127,6 +130,7 @@ def test_max_runtime_stops_and_keeps_the_model(ray_cluster, digits_small, tmp_pa
     assert os.path.exists(job["ModelArtifacts"]["S3ModelArtifacts"])
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_job_and_keeps_the_model(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     request = write_json(tmp_path / "r.json", tiny_request(root, str(tmp_path), "sig", counts, epochs="200"))
@@ -149,6 +153,7 @@ def test_sigterm_stops_the_job_and_keeps_the_model(ray_cluster, digits_small, tm
     assert "Epoch[199]" not in out
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, digits_small, tmp_path):
     """kill -9 of the Ray Train worker mid-training: Ray Train restarts the worker group,
     which resumes from the last checkpoint, and the job completes."""

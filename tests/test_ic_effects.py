@@ -138,6 +138,7 @@ def test_early_stopping_rule():
     assert not Progress(hp()).should_stop(100)  # off by default
 
 
+@pytest.mark.slow
 def test_checkpoint_frequency_and_top_k_in_a_real_job(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     request = tiny_request(root, str(tmp_path), "freq", counts, epochs="3", checkpoint_frequency="1", top_k="3")

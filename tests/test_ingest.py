@@ -84,6 +84,7 @@ def test_seeded_shuffle_is_reproducible(ray_cluster, digits_small):
     assert first != other and sorted(first) == sorted(other)
 
 
+@pytest.mark.slow
 def test_two_worker_ddp_job_matches_one_worker(ray_cluster, digits_small, tmp_path):
     """2 hosts x batch 16 on a ShardedByS3Key channel is the same optimisation as 1 host x
     batch 32 (DDP averages the gradients of the two halves), so both reach the same accuracy

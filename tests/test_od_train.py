@@ -61,6 +61,7 @@ def chance_map(truth: list[np.ndarray], seed=0) -> float:
     return evaluation.mean_ap(detections, truth, 3)[0]
 
 
+@pytest.mark.slow
 def test_trains_to_map_well_above_chance(trained, shapes_data):
     _, output = trained
     with open(output / "job.json") as f:
@@ -82,6 +83,7 @@ def test_trains_to_map_well_above_chance(trained, shapes_data):
     assert os.path.getsize(output / "training-curves.png") > 1000
 
 
+@pytest.mark.slow
 def test_log_lines_match_sagemakers_metric_regexes(trained):
     proc, _ = trained
     logs = proc.stdout + proc.stderr
@@ -101,6 +103,7 @@ def test_log_lines_match_sagemakers_metric_regexes(trained):
     assert "host=algo-1" in logs and "Storing the best model with validation mAP:" in logs
 
 
+@pytest.mark.slow
 def test_artifact_is_sagemakers_layout(trained):
     _, output = trained
     with tarfile.open(output / "model.tar.gz") as tar:
@@ -123,6 +126,7 @@ def endpoint(trained):
     serve.shutdown()
 
 
+@pytest.mark.slow
 def test_served_boxes_land_on_the_objects(endpoint, shapes_data):
     root = shapes_data[0]
     truth = validation_truth(root)
@@ -145,6 +149,7 @@ def test_served_boxes_land_on_the_objects(endpoint, shapes_data):
     assert found / images >= 0.5, (found, images)
 
 
+@pytest.mark.slow
 def test_annotation_accept_answers_in_pixels(endpoint):
     body = encode("PNG", size=(150, 100))
     status, _, plain = post(endpoint, body, "image/png")
@@ -159,6 +164,7 @@ def test_annotation_accept_answers_in_pixels(endpoint):
     assert abs(first["width"] - (row[4] - row[2]) * 150) <= 1
 
 
+@pytest.mark.slow
 def test_bad_requests_get_4xx(endpoint):
     assert post(endpoint, b"nope", "text/csv")[0] == 415
     assert post(endpoint, b"\xff\xd8 not a jpeg", "image/jpeg")[0] == 400
@@ -166,6 +172,7 @@ def test_bad_requests_get_4xx(endpoint):
     assert ping(endpoint) == 200
 
 
+@pytest.mark.slow
 def test_incremental_training_starts_from_the_model(trained, shapes_data, tmp_path):
     root, counts = shapes_data
     model = str(trained[1] / "model.tar.gz")
@@ -202,6 +209,7 @@ def small_shapes(tmp_path_factory):
     return root, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["recordio", "manifest"])
 def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp_path, layout):
     root, counts = small_shapes
@@ -217,6 +225,7 @@ def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp
     assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["json", "recordio"])
 def test_manifest_file_channels_train_a_detector(ray_cluster, small_shapes, tmp_path, layout):
     """S3DataType ManifestFile for every channel of images + JSON (File mode) and of RecordIO (Pipe)."""
@@ -261,6 +270,7 @@ def test_bad_annotations_fail_before_training(ray_cluster, small_shapes, tmp_pat
         algo.datasets(job, values)
 
 
+@pytest.mark.slow
 def test_recordio_label_wider_than_label_width_names_the_record(ray_cluster, small_shapes, tmp_path):
     root, counts = small_shapes
     request = shapes.training_request(root, str(tmp_path), "recordio", name="od-rec-width", counts=counts,

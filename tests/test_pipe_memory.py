@@ -1,5 +1,6 @@
 """Pipe mode keeps memory flat: a channel several times larger than Ray's object store
 streams through it without spilling (own Ray instance with a small object store)."""
+import pytest
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ print(json.dumps({"bytes": total, "records": records, **stats}))
 """
 
 
+@pytest.mark.slow
 def test_channel_larger_than_object_store_streams_without_spilling(tmp_path):
     channel = tmp_path / "train"
     channel.mkdir()

@@ -9,6 +9,8 @@ import sys
 import tarfile
 import time
 
+import pytest
+
 from raysight.formats.lst import parse_lst
 from tests.conftest import ROOT, free_port, run_cli, write_json
 from tests.test_serve import ping, post
@@ -17,6 +19,7 @@ PLUGIN_ENV = {"RAYSIGHT_ALGORITHMS": "digit_is_high",
               "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_a_plugin_algorithm_trains_and_serves(ray_cluster, digits_small, tmp_path):
     from raysight.sample_data import digits
 

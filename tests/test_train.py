@@ -19,6 +19,7 @@ def trained(ray_cluster, digits_small, tmp_path_factory):
     return proc, out, request
 
 
+@pytest.mark.slow
 def test_job_completes_with_sagemaker_metric_lines(trained):
     proc, _, _ = trained
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -31,6 +32,7 @@ def test_job_completes_with_sagemaker_metric_lines(trained):
     assert "Storing the best model with validation accuracy:" in logs
 
 
+@pytest.mark.slow
 def test_job_json_describes_the_job(trained):
     _, out, _ = trained
     with open(out / "tiny-job" / "output" / "job.json") as f:
@@ -47,6 +49,7 @@ def test_job_json_describes_the_job(trained):
     assert metrics["validation:accuracy"] > 0.3
 
 
+@pytest.mark.slow
 def test_artifact_holds_what_serving_needs(trained):
     _, out, _ = trained
     path = out / "tiny-job" / "output" / "model.tar.gz"
@@ -61,6 +64,7 @@ def test_artifact_holds_what_serving_needs(trained):
     assert model.fc.out_features == 10
 
 
+@pytest.mark.slow
 def test_completed_job_name_cannot_be_reused(trained):
     _, out, request = trained
     before = (out / "tiny-job" / "output" / "job.json").read_text()
@@ -70,6 +74,7 @@ def test_completed_job_name_cannot_be_reused(trained):
     assert (out / "tiny-job" / "output" / "job.json").read_text() == before  # the record is kept
 
 
+@pytest.mark.slow
 def test_an_invalid_request_under_a_completed_name_keeps_the_record(trained, tmp_path):
     _, out, request = trained
     before = (out / "tiny-job" / "output" / "job.json").read_text()

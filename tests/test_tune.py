@@ -38,6 +38,7 @@ def tuning_request(root, out, counts, **config):
     }
 
 
+@pytest.mark.slow
 def test_two_trial_random_search(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     request = write_json(tmp_path / "tuning.json", tuning_request(root, str(tmp_path), counts))
