@@ -216,13 +216,18 @@ def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp
     prefix = upload_tree(s3, root, f"shapes-{layout}")
     request = shapes.training_request(prefix, str(tmp_path), layout, name=f"od-{layout}", counts=counts,
                                       epochs="1", mini_batch_size="8")
-    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    completed_with_map(request, tmp_path)
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+
+
+def completed_with_map(request, out) -> None:
+    """`raysight train` on the request ends Completed and reports validation:mAP."""
+    proc = run_cli("train", write_json(out / "r.json", request))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    with open(tmp_path / f"od-{layout}" / "output" / "job.json") as f:
+    with open(out / request["TrainingJobName"] / "output" / "job.json") as f:
         job = json.load(f)
     assert job["TrainingJobStatus"] == "Completed"
     assert "validation:mAP" in {m["MetricName"] for m in job["FinalMetricDataList"]}
-    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
 
 
 @pytest.mark.slow
@@ -238,12 +243,7 @@ def test_manifest_file_channels_train_a_detector(ray_cluster, small_shapes, tmp_
         listed = tmp_path / f"{c['ChannelName']}.manifest.json"
         listed.write_text(json.dumps([{"prefix": folder + "/"}] + sorted(os.listdir(folder))))
         source.update(S3DataType="ManifestFile", S3Uri=str(listed))
-    proc = run_cli("train", write_json(tmp_path / "r.json", request))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    with open(tmp_path / f"od-mf-{layout}" / "output" / "job.json") as f:
-        job = json.load(f)
-    assert job["TrainingJobStatus"] == "Completed"
-    assert "validation:mAP" in {m["MetricName"] for m in job["FinalMetricDataList"]}
+    completed_with_map(request, tmp_path)
 
 
 def test_bad_annotations_fail_before_training(ray_cluster, small_shapes, tmp_path):
