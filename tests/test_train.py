@@ -130,3 +130,43 @@ def test_validate_only_reports_problems_without_running(tmp_path):
     ok = tiny_request("/nowhere", str(tmp_path), "v-job", {"train": 5})
     proc = run_cli("train", "--validate-only", write_json(tmp_path / "ok.json", ok))
     assert proc.returncode == 0 and "is valid" in proc.stdout
+
+
+def test_the_served_params_are_the_best_epochs_not_the_last(ray_cluster, tmp_path):
+    """Ray Train's checkpoint retention as the driver configures it, then the driver's packing:
+    the best epoch (1 of 0-3) is the one served, though later epochs reported after it."""
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysight.hyperparams import parse_hyperparameters
+    from raysight.train import driver
+
+    ic = algorithms.get("image-classification")
+    hp = parse_hyperparameters(ic.hyperparameters, {"num_classes": "2", "num_training_samples": "4", "epochs": "4"})
+
+    def loop(config):
+        import torch
+
+        from raysight.train.loop import Progress, _report, keep_score
+
+        net, progress = torch.nn.Linear(1, 1), Progress(config["hp"])
+        for epoch, score in enumerate([0.5, 0.9, 0.7, 0.6]):
+            with torch.no_grad():
+                net.weight.fill_(float(epoch))
+            improved, _ = progress.update(score)
+            _report({"epoch": epoch, "best": progress.best, "is_best": improved, "is_frequency": False,
+                     "keep_score": keep_score(epoch, improved, False)}, net, {"epoch": epoch}, None, True)
+
+    result = TorchTrainer(loop, train_loop_config={"hp": hp}, scaling_config=ScalingConfig(num_workers=1),
+                          run_config=RunConfig(name="best-not-last", storage_path=str(tmp_path / "ckpt"),
+                                               checkpoint_config=driver.checkpoint_config(hp))).fit()
+    job = type("Job", (), {"output_path": str(tmp_path / "out"), "name": "best-not-last"})()
+    uri = driver._write_model(job, ic, hp, result)
+    with tarfile.open(uri) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    meta = json.loads((tmp_path / "model" / "raysight.json").read_text())
+    assert meta["params"] == "image-classification-0002.params" and meta["epoch"] == 1
+    state = torch.load(tmp_path / "model" / meta["params"], weights_only=True)
+    assert float(state["weight"]) == 1.0  # epoch 1's weights, not the last epoch's (3)
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.params")) == ["image-classification-0002.params"]

@@ -158,14 +158,12 @@ def _check_name_free(job: TrainingJob) -> None:
 def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state=None, stop_flag=None,
          deadline=None):
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from raysight.algorithms.base import setting
     from raysight.train.ingest import ExactValidationDataConfig, flatten
     from raysight.train.loop import steps_per_epoch, train_loop_per_worker
 
-    frequency = setting(hp, "checkpoint_frequency")
     hosts = job.instance_count
     storage_path = job.checkpoint_uri or storage.join(job.output_path, job.name, "checkpoints")
     if not storage.is_remote(storage_path):
@@ -195,11 +193,7 @@ def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state
         run_config=RunConfig(
             name=job.name,
             storage_path=storage_path,
-            # Every epoch reports a checkpoint; Ray Train keeps the latest (a restarted worker
-            # group resumes from it) and the top keep_score ones: every checkpoint_frequency-th
-            # epoch and the newest best (loop.keep_score).
-            checkpoint_config=CheckpointConfig(num_to_keep=(hp["epochs"] // frequency if frequency else 0) + 1,
-                                               checkpoint_score_attribute="keep_score"),
+            checkpoint_config=checkpoint_config(hp),
             failure_config=FailureConfig(max_failures=3),
             callbacks=list(callbacks),
         ),
@@ -211,6 +205,19 @@ def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state
     if outcome.get("client_error"):  # bad data met by the workers: no retry helps
         raise ClientError(outcome["client_error"].removeprefix("ClientError: "))
     return result
+
+
+def checkpoint_config(hp):
+    """Every epoch reports a checkpoint; Ray Train keeps the latest (a restarted worker group
+    resumes from it) and the top keep_score ones: every checkpoint_frequency-th epoch and the
+    newest best (loop.keep_score)."""
+    from ray.train import CheckpointConfig
+
+    from raysight.algorithms.base import setting
+
+    frequency = setting(hp, "checkpoint_frequency")
+    return CheckpointConfig(num_to_keep=(hp["epochs"] // frequency if frequency else 0) + 1,
+                            checkpoint_score_attribute="keep_score")
 
 
 def _write_model(job: TrainingJob, algo, hp, result) -> str:
