@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -26,12 +27,24 @@ class BadImage(ValueError):
 
 
 def decode_rgb(data: bytes, source: str = "image") -> Image.Image:
-    """Decode JPEG/PNG bytes into RGB; grayscale and palette images are converted
-    (SageMaker needs 3 channels), anything undecodable raises BadImage."""
+    """Decode JPEG/PNG bytes into RGB; grayscale, palette, RGBA, CMYK and 16-bit images
+    are converted (SageMaker needs 3 channels); anything undecodable raises BadImage. An
+    image whose header declares more than PIL's MAX_IMAGE_PIXELS is refused from the
+    header alone, before a pixel is decoded (a decompression bomb)."""
+    if not data:
+        raise BadImage(f"{source}: cannot decode image (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        if limit and image.size[0] * image.size[1] > limit:
+            raise Image.DecompressionBombError(limit)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"{source}: image header declares more than {limit} pixels (a decompression bomb); "
+                       "not decoded") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BadImage(f"{source}: cannot decode image ({exc})") from None
     if image.mode != "RGB":
         image = image.convert("RGB")

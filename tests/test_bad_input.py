@@ -142,3 +142,40 @@ def test_an_invalid_request_exits_2_with_one_line_and_a_failed_record(tmp_path):
         job = json.load(f)
     assert job["TrainingJobStatus"] == "Failed" and job["FailureReason"] == lines[0]
     assert not (tmp_path / "bad-hp" / "output" / "model.tar.gz").exists()
+
+
+def test_images_of_every_mode_decode_to_rgb_and_hostile_ones_are_refused():
+    from raysight.images import BadImage, decode_rgb
+    from tests.test_serve import png_header
+
+    for mode, fmt in [("CMYK", "JPEG"), ("I;16", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("LA", "PNG"),
+                      ("L", "PNG"), ("1", "PNG")]:
+        buf = io.BytesIO()
+        Image.new(mode, (5, 4)).save(buf, format=fmt)
+        image = decode_rgb(buf.getvalue(), f"{mode}.{fmt.lower()}")
+        assert image.mode == "RGB" and image.size == (5, 4), mode
+    with pytest.raises(BadImage, match=r"^bomb\.png: image header declares more than \d+ pixels"):
+        decode_rgb(png_header(40000, 40000), "bomb.png")
+    with pytest.raises(BadImage, match=r"^near\.png: image header declares more than"):  # within PIL's 2x grace
+        decode_rgb(png_header(10000, 10000), "near.png")
+    with pytest.raises(BadImage, match=r"^empty\.jpg: cannot decode image \(0 bytes\)"):
+        decode_rgb(b"", "empty.jpg")
+    jpeg = png()
+    with pytest.raises(BadImage, match=r"^cut\.png: cannot decode image"):
+        decode_rgb(jpeg[: len(jpeg) // 2], "cut.png")
+
+
+def test_lst_and_manifest_accept_bom_crlf_and_spaces_and_name_short_rows():
+    from raysight.formats.lst import parse_lst
+
+    entries = parse_lst("\ufeff1\t 3.000000 \ta/b.png\r\n\r\n2\t4\t c.jpg \r\n", "t.lst")
+    assert [(e.index, e.labels, e.path) for e in entries] == [(1, (3.0,), "a/b.png"), (2, (4.0,), "c.jpg")]
+    with pytest.raises(ClientError, match=r"t\.lst line 2: needs an index, at least one label and a path"):
+        parse_lst("1\t0\ta.png\n2\tb.png\n", "t.lst")
+    with pytest.raises(ClientError, match=r"t\.lst line 1: index 'x' is not a number"):
+        parse_lst("x\t0\ta.png\n", "t.lst")
+    lines = parse_manifest('\ufeff{"source-ref": "a.png", "class": 1}\r\n{"source-ref": "b.png", "class": 0}\r\n',
+                           ["source-ref", "class"], "m.manifest")
+    assert [(line.ref, line.label) for line in lines] == [("a.png", 1), ("b.png", 0)]
+    with pytest.raises(ClientError, match=r"m\.manifest line 2: not a JSON object"):
+        parse_manifest('{"source-ref": "a.png", "class": 1}\n[1, 2]\n', ["source-ref", "class"], "m.manifest")

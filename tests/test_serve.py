@@ -127,6 +127,39 @@ def test_bad_requests_get_4xx_and_the_server_stays_up(endpoint):
     assert status == 200
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height, with almost no pixel data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def test_hostile_payloads_get_4xx_and_the_server_stays_up(endpoint):
+    port, _ = endpoint
+    status, _, payload = post(port, png_header(40000, 40000), "image/png")  # a decompression bomb
+    assert status == 400 and "decompression bomb" in json.loads(payload)["message"]
+    full = encode("JPEG", size=(64, 48))
+    status, _, payload = post(port, full[: len(full) // 2], "image/jpeg")  # truncated
+    assert status == 400 and "cannot decode image" in json.loads(payload)["message"]
+    status, _, payload = post(port, b"\xff" * (6 * 1024 * 1024 + 1), "image/jpeg")  # over InvokeEndpoint's 6 MiB
+    assert status == 413 and "exceeds" in json.loads(payload)["message"]
+    assert ping(port) == 200
+    assert post(port, encode("PNG"), "image/png")[0] == 200
+
+
+def test_execution_parameters(endpoint):
+    port, _ = endpoint
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/execution-parameters", timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+        assert json.loads(r.read()) == {"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD",
+                                        "MaxPayloadInMB": 6}
+
+
 def test_serve_cli_starts_answers_and_stops_on_sigterm(tmp_path):
     """`raysight serve` in its own process, with its own local Ray."""
     model = make_model(tmp_path / "model.tar.gz")

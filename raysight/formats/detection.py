@@ -20,6 +20,8 @@ def parse_label_vector(values, where: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float32).ravel()
     if v.size < 2:
         raise ClientError(f"{where}: detection label needs at least [A, B], got {v.tolist()}")
+    if not np.isfinite(v).all():
+        raise ClientError(f"{where}: detection label holds a value that is not a finite number: {v.tolist()[:12]}")
     a, b = int(v[0]), int(v[1])
     if a < 2 or b < 5 or v.size < a + b or (v.size - a) % b:
         raise ClientError(f"{where}: detection label of length {v.size} does not fit header width {a} and "
@@ -58,8 +60,11 @@ def parse_annotation(doc: dict[str, Any], where: str, num_classes: int | None = 
         try:
             cls, left, top = int(ann["class_id"]), float(ann["left"]), float(ann["top"])
             w, h = float(ann["width"]), float(ann["height"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             problems.append(f"{at}: needs numeric class_id, left, top, width, height")
+            continue
+        if not np.isfinite([left, top, w, h]).all():
+            problems.append(f"{at}: left, top, width and height must be finite numbers")
             continue
         if w <= 0 or h <= 0:
             problems.append(f"{at}: box size {w:g}x{h:g} must be positive")

@@ -16,17 +16,23 @@ class ListEntry:
 def parse_lst(text: str, source: str = "<lst>") -> list[ListEntry]:
     """Parse a `.lst` file; `source` names the file in error messages.
 
-    Lines with fewer than 3 fields are skipped (as MXNet's parsers do); every other
-    problem is collected and raised together with its line number.
+    Fields are tab-separated and stripped of spaces, as im2rec reads them; a UTF-8 BOM and
+    CRLF line ends are accepted and blank lines skipped. A line with fewer than 3 fields
+    is a problem, never skipped silently (MXNet's parsers drop it, and the image with it);
+    every problem is collected and raised together with its line number.
     """
     entries: list[ListEntry] = []
     problems: list[str] = []
     seen: dict[int, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
-        if len(fields) < 3:
+    for lineno, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+        if not line.strip():
             continue
+        fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
         where = f"{source} line {lineno}"
+        if len(fields) < 3:
+            problems.append(f"{where}: needs an index, at least one label and a path separated by tabs, "
+                            f"got {len(fields)} field(s)")
+            continue
         try:
             index = int(float(fields[0]))
         except ValueError:

@@ -25,7 +25,7 @@ def parse_manifest(text: str, attribute_names: list[str], source: str = "<manife
         raise ClientError(f"{source}: the first attribute must be the image reference ending in '-ref', "
                           f"got '{ref_attr}'")
     lines, problems = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):  # BOM, CRLF: fine
         if not line.strip():
             continue
         try:
@@ -33,7 +33,10 @@ def parse_manifest(text: str, attribute_names: list[str], source: str = "<manife
         except json.JSONDecodeError as exc:
             problems.append(f"{source} line {lineno}: not JSON ({exc.msg})")
             continue
-        missing = [a for a in (ref_attr, label_attr) if not isinstance(obj, dict) or a not in obj]
+        if not isinstance(obj, dict):
+            problems.append(f"{source} line {lineno}: not a JSON object")
+            continue
+        missing = [a for a in (ref_attr, label_attr) if a not in obj]
         if missing:
             problems.append(f"{source} line {lineno}: missing attribute {', '.join(repr(m) for m in missing)}")
             continue
