@@ -133,8 +133,8 @@ def counting_decode(log: str, deterministic: bool):
     return CountingDecode()
 
 
-@pytest.mark.parametrize("deterministic, fraction, decoded", [(True, 0.25, 600), (False, 0.25, 1200),
-                                                             (True, 0.0, 1200)])
+@pytest.mark.parametrize("deterministic, fraction, decoded", [(True, 0.25, 600), (False, 0.25, 1800),
+                                                             (True, 0.0, 1800)])  # rows decoded in 3 epochs
 def test_small_deterministic_channels_are_decoded_once(ray_cluster, tmp_path, monkeypatch, deterministic,
                                                        fraction, decoded):
     from raysight import data
@@ -143,9 +143,11 @@ def test_small_deterministic_channels_are_decoded_once(ray_cluster, tmp_path, mo
     log = tmp_path / "decoded"
     rows = [{"id": i, "uri": f"u{i}", "label": 0} for i in range(600)]
     ds = data.rows_dataset(rows, counting_decode(str(log), deterministic), shuffle=True)
-    epochs = [[int(x) for b in ds.iter_batches(batch_size=100) for x in b["id"]] for _ in range(2)]
-    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(600))  # every row once per epoch
-    assert epochs[0] != epochs[1]  # in a new order each epoch, decoded once or not
+    epochs = [[int(x) for b in ds.iter_batches(batch_size=100) for x in b["id"]] for _ in range(3)]
+    assert all(sorted(e) == list(range(600)) for e in epochs)  # every row once per epoch
+    # in a new order each epoch, decoded once or not: five 128-row blocks repeat their order by
+    # chance once in 120 epoch pairs, so ask for a change in three epochs (chance 1 in 14,400)
+    assert len({tuple(e) for e in epochs}) > 1
     assert sum(int(n) for n in log.read_text().split()) == decoded
 
 

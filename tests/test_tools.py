@@ -1,5 +1,6 @@
 """im2rec --list, gzip RecordIO, manifest label formats, missing S3 locations."""
 import gzip
+import json
 import types
 
 import pytest
@@ -68,3 +69,31 @@ def test_missing_s3_locations_are_named(s3):
         data.list_files(f"s3://{BUCKET}/nothing/here")
     with pytest.raises(ClientError, match="'s3://no-such-bucket-x/a.lst' does not exist"):
         storage.read_bytes("s3://no-such-bucket-x/a.lst")
+
+
+def test_hyperparameters_and_digits_commands(tmp_path, s3):
+    from raysight.hyperparams import schema_table
+
+    for name in ("image-classification", "object-detection"):
+        proc = run_cli("hyperparameters", name)
+        assert proc.returncode == 0 and proc.stdout == schema_table(algorithms.get(name).hyperparameters) + "\n"
+    proc = run_cli("digits", str(tmp_path / "d"), "--limit", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert "Wrote 30 training and 30 validation images" in proc.stdout
+    assert len(list((tmp_path / "d" / "train").rglob("*.png"))) == 30
+    with open(tmp_path / "d" / "request.json") as f:
+        request = json.load(f)
+    assert request["HyperParameters"]["num_training_samples"] == "30"
+    # the request validates as written, also when `raysight train` reads it from S3
+    s3.put_object(Bucket=BUCKET, Key="requests/digits.json", Body=json.dumps(request).encode())
+    proc = run_cli("train", "--validate-only", f"s3://{BUCKET}/requests/digits.json")
+    assert proc.returncode == 0 and "is valid" in proc.stdout, proc.stderr
+
+
+def test_dist_async_is_accepted_with_a_warning():
+    from raysight.train import driver
+    from tests.conftest import tiny_request
+
+    request = tiny_request("/data", "/out", "async", {"train": 4}, kv_store="dist_async")
+    with pytest.warns(UserWarning, match="kv_store=dist_async runs synchronously"):
+        driver.prepare(request)
