@@ -122,12 +122,16 @@ def cmd_serve(args) -> int:
 
     from raysight.serve import app
 
+    from raysight.cluster import ensure_ray
+
     stop = threading.Event()
-    app.run(args.model, host=args.host, port=args.port)
-    # After ray.init, which installs handlers of its own: SIGTERM (SageMaker's and
-    # `ray job stop`'s stop signal) and Ctrl-C both end in a clean Serve shutdown.
+    ensure_ray()
+    # After ray.init, which installs handlers of its own, and before the deployment starts,
+    # so that a stop signal (SageMaker's and `ray job stop`'s SIGTERM, Ctrl-C) that arrives
+    # while it is coming up still ends in a clean Serve shutdown, leaving no app behind.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    app.run(args.model, host=args.host, port=args.port)
     print(f"Serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
     stop.wait()
     serve.shutdown()

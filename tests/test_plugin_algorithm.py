@@ -66,4 +66,5 @@ def test_a_plugin_algorithm_trains_and_serves(ray_cluster, digits_small, tmp_pat
         assert set(answer) == {"high"} and 0.0 <= answer["high"] <= 1.0
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        out, _ = server.communicate(timeout=60)
+    assert server.returncode == 0 and "Stopped." in out, out[-3000:]  # Serve shut down: no app left behind

@@ -50,7 +50,9 @@ def test_duplicate_channel_is_rejected():
 def test_lst_round_trip_and_errors():
     entries = [ListEntry(5, (1.0,), "dog/1.jpg"), ListEntry(7, (0.0, 1.0, 1.0), "cat/2.png")]
     assert parse_lst(format_lst(entries)) == entries
-    assert parse_lst("1\t3\ta.jpg\n\nshort\tline\n") == [ListEntry(1, (3.0,), "a.jpg")]
+    assert parse_lst("1\t3\ta.jpg\n\n") == [ListEntry(1, (3.0,), "a.jpg")]  # blank lines are skipped
+    with pytest.raises(ClientError, match=r"x.lst line 3: needs an index, at least one label and a path"):
+        parse_lst("1\t3\ta.jpg\n\nshort\tline\n", "x.lst")  # a short row is never skipped silently
     with pytest.raises(ClientError, match=r"x.lst line 2: index 1 repeats line 1"):
         parse_lst("1\t0\ta.jpg\n1\t1\tb.jpg\n", "x.lst")
     with pytest.raises(ClientError, match=r"x.lst line 1: labels \['dog'\] must be numbers"):
