@@ -12,7 +12,7 @@ import re
 from raysight.algorithms import register
 from raysight.algorithms.base import Algorithm, shared_rows, warn_if_async, with_rows
 from raysight.algorithms.object_detection.annotations import annotation_rows, manifest_boxes
-from raysight.algorithms.object_detection.decode import Decode, augment, max_objects  # noqa: F401 - the public names
+from raysight.algorithms.object_detection.decode import Decode, augment  # noqa: F401 - augment: tests use it
 from raysight.algorithms.object_detection.meters import LossMeter, MAPMeter
 from raysight.algorithms.object_detection.predictor import Detector
 from raysight.hyperparams import Param, unit
