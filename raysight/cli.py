@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="environment: AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and the AWS credential chain "
                               "(S3, MinIO); RAYSIGHT_CACHE_DIR (File-mode copies); RAYSIGHT_PRETRAINED_WEIGHTS "
                               "(ImageNet weights file or folder); RAYSIGHT_DECODE_CACHE_FRACTION (share of the "
-                              "object store for channels decoded once before training, default 0.25, 0 = off). "
+                              "object store for channels decoded once before training, default 0.25, 0 = off); "
+                              "RAYSIGHT_ALGORITHMS (your own algorithm modules, comma-separated; README 'Your "
+                              "own algorithm'). "
                               "Example (after make demo exported the digits; more in jobs/README.md): "
                               "raysight train jobs/image-classification-digits.json")
     p.add_argument("request", help="CreateTrainingJob JSON (path, file:// or s3:// URI)")
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("serve", help="host a model.tar.gz behind SageMaker's /ping and /invocations",
                        description="Serve a raysight model.tar.gz with Ray Serve: GET /ping, POST /invocations "
-                                   "(image/jpeg, image/png, application/x-image). Ctrl-C or SIGTERM stops it.")
+                                   "(image/jpeg, image/png, application/x-image). Ctrl-C or SIGTERM stops it. "
+                                   "Models of a plugin algorithm need RAYSIGHT_ALGORITHMS set as for training.")
     p.add_argument("model", help="model.tar.gz path or URI")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, as SageMaker)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept remote clients)")
