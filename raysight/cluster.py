@@ -25,10 +25,25 @@ SETUP_HOOK = "raysight.cluster.setup_worker"
 
 
 def setup_worker() -> None:
-    """Ray Data's scheduling mends in this process (workarounds.py)."""
+    """Ray Data's scheduling mends in this process (workarounds.py), and a bad-data
+    fault kept off its console (errors.HideDataFaults)."""
     from raysight import workarounds
 
     workarounds.install()
+    _hide_data_faults_on_the_console()
+
+
+def _hide_data_faults_on_the_console() -> None:
+    import logging
+
+    import ray.data  # noqa: F401 - configures the "ray.data" logger's handlers
+
+    from raysight.errors import HideDataFaults
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                and not any(isinstance(f, HideDataFaults) for f in handler.filters):
+            handler.addFilter(HideDataFaults())
 
 
 def local_cpus() -> int:

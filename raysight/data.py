@@ -157,10 +157,10 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, seed: int | 
     reading and decoding each block of rows (sources.IndexRowsDatasource).
 
     Shuffling happens on the light index rows before any image is read, and
-    re-runs every time the dataset is iterated, so each epoch sees a new order.
-    With a seed (ShuffleConfig.Seed) the rows are permuted once, reproducibly, and
-    the train loop's seeded local shuffle varies the order per epoch. `once`: decode
-    before training (see decoded_once; None decides from these rows alone).
+    re-runs every time the dataset is iterated, so each epoch sees a new order; with a
+    seed (ShuffleConfig.Seed) epoch e's order comes from (seed, e). `once`: decode
+    before training (see decoded_once; None decides from these rows alone); its epochs
+    then shuffle blocks of decoded rows, seeded the same way.
     """
     import ray.data
 
@@ -169,12 +169,12 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, seed: int | 
     workarounds.install()  # this process plans (and may execute) the dataset
     if once is None:
         once = decoded_once(len(rows), decode)
-    if shuffle and (seed is not None or once):
+    if shuffle and once:
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
     row_bytes = decode.row_bytes or 1
     source = IndexRowsDatasource(rows, min(ROWS_PER_BLOCK, max(1, DECODED_BLOCK_BYTES // row_bytes)),
-                                 shuffle=shuffle and seed is None and not once)
+                                 shuffle=shuffle and not once, seed=seed)
     ds = ray.data.read_datasource(source, override_num_blocks=source.num_tasks())
     ds = ds.map_batches(decode, batch_size=None, batch_format="numpy")
     if once:
@@ -183,7 +183,11 @@ def rows_dataset(rows: list[dict[str, Any]], decode, shuffle: bool, seed: int | 
         # the pixels would cost more per epoch than the decode it saves.
         small = max(1, min(-(-len(rows) // CACHED_ROWS_PER_BLOCK), 1000))
         ds = materialize(ds.repartition(small))
-        return ds.randomize_block_order() if shuffle and seed is None else ds
+        if not shuffle:
+            return ds
+        from ray.data import RandomSeedConfig
+
+        return ds.randomize_block_order(seed=None if seed is None else RandomSeedConfig(seed, True))
     return ds
 
 

@@ -146,14 +146,17 @@ def check_idx(uri: str, idx_uri: str, sample: int | None = None) -> list[int]:
 class IndexRowsDatasource(Datasource):
     """Index rows ({id, uri, label, ...} from a `.lst`, annotations or a manifest) kept
     in Ray's object store and read `rows_per_task` at a time. With `shuffle`, every
-    execution (every epoch) reads them in a new random order: the shuffle happens on
-    the light rows, before any image is read, as MXNet's iterators shuffle their
-    index, and needs no all-to-all shuffle stage."""
+    execution (every epoch) reads them in a new order: the shuffle happens on the light
+    rows, before any image is read, as MXNet's iterators shuffle their index, and needs
+    no all-to-all shuffle stage. With a `seed` (ShuffleConfig.Seed) the order of epoch
+    e is the permutation drawn from (seed, e): the same in every job with that seed,
+    new every epoch. Ray numbers a dataset's executions (DataContext._execution_idx,
+    what its own seeded file shuffles use); only the executing call gets a context."""
 
-    def __init__(self, rows: list[dict[str, Any]], rows_per_task: int, shuffle: bool):
+    def __init__(self, rows: list[dict[str, Any]], rows_per_task: int, shuffle: bool, seed: int | None = None):
         import ray
 
-        self.count, self.rows_per_task, self.shuffle = len(rows), max(1, rows_per_task), shuffle
+        self.count, self.rows_per_task, self.shuffle, self.seed = len(rows), max(1, rows_per_task), shuffle, seed
         self.table = ray.put(pa.Table.from_pylist(rows))
 
     def estimate_inmemory_data_size(self) -> int | None:
@@ -166,7 +169,10 @@ class IndexRowsDatasource(Datasource):
         import ray
 
         table = ray.get(self.table)
-        order = np.random.default_rng().permutation(self.count) if self.shuffle else np.arange(self.count)
+        order = np.arange(self.count)
+        if self.shuffle:
+            epoch = data_context._execution_idx if data_context is not None else 0
+            order = np.random.default_rng(None if self.seed is None else (self.seed, epoch)).permutation(self.count)
         tasks = []
         for start in range(0, max(1, self.count), self.rows_per_task):
             # take, not slice: a pickled slice carries the whole table's buffers into every task

@@ -70,18 +70,27 @@ def test_more_workers_than_objects_is_refused(ray_cluster, digits_small):
         IC.datasets(job, hp, shards=10_000)
 
 
-def test_seeded_shuffle_is_reproducible(ray_cluster, digits_small):
+@pytest.mark.parametrize("cached", [True, False], ids=["decoded-once", "streamed"])
+def test_seeded_shuffle_is_reproducible_and_new_every_epoch(ray_cluster, digits_small, monkeypatch, cached):
+    """ShuffleConfig.Seed: epoch e's order is drawn from (seed, e), on both paths a channel
+    takes (decoded once and kept, or decoded every epoch)."""
+    from raysight import data
+
+    monkeypatch.setattr(data, "DECODE_CACHE_FRACTION", 0.25 if cached else 0.0)
+    monkeypatch.setattr(data, "CACHED_ROWS_PER_BLOCK", 16)  # enough blocks in 200 rows to see their order
     root, counts = digits_small
 
-    def order(seed):
+    def orders(seed, epochs=3):
         job, hp = job_and_hp(root, counts, seed=seed)
         ds = IC.datasets(job, hp).datasets["train"]
         ds.context.execution_options.preserve_order = True
-        return [int(x) for b in ds.iter_batches(batch_size=64) for x in b["id"]]
+        it = ds.iterator()  # one dataset iterated once per epoch, as a Train worker does
+        return [[int(x) for b in it.iter_batches(batch_size=64) for x in b["id"]] for _ in range(epochs)]
 
-    first, again, other = order(5), order(5), order(6)
-    assert first == again
-    assert first != other and sorted(first) == sorted(other)
+    first, again, other = orders(5), orders(5), orders(6)
+    assert first == again  # the same seed: the same order, epoch by epoch
+    assert first[0] != first[1] != first[2] and sorted(first[0]) == sorted(first[1])  # new every epoch
+    assert first[0] != other[0] and sorted(first[0]) == sorted(other[0])
 
 
 @pytest.mark.slow
