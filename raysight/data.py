@@ -74,6 +74,18 @@ def channel_files(channel) -> tuple[str, list[str]]:
     return root, files
 
 
+def image_files(channel) -> tuple[str, list[str]]:
+    """channel_files of a channel of images (or annotations) that an index refers to by
+    relative path: a prefix (folder) that holds files, never a file itself."""
+    root, files = channel_files(channel)
+    if files == [""]:
+        raise ClientError(f"channel '{channel.name}' ({channel.uri}) names a file; it must be a prefix (folder) "
+                          "that holds the files")
+    if not files:
+        raise ClientError(f"channel '{channel.name}' ({channel.uri}) is empty")
+    return root, files
+
+
 def find_one(channel, suffix: str, also: str | None = None) -> str:
     """The single `*suffix` (or `*also`) file a channel holds; its URI may name it directly."""
     suffixes = (suffix,) + ((also,) if also else ())
@@ -103,7 +115,7 @@ def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str
     images that really exist under the image channel's root."""
     lst_uri = find_one(lst_channel, ".lst", ".lst.gz")
     entries = parse_lst(read_text(lst_uri), lst_uri)
-    root, files = channel_files(image_channel)
+    root, files = image_files(image_channel)
     present = set(files)
     problems = []
     rows = []
@@ -142,7 +154,7 @@ def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[
         try:
             label = to_label(line.label, where)
         except (ValueError, ClientError) as exc:
-            problems.append(str(exc) if isinstance(exc, ClientError) else f"{where}: {exc}")
+            problems.extend(exc.problems if isinstance(exc, ClientError) else [f"{where}: {exc}"])
             continue
         ref = line.ref if "://" in line.ref else storage.join(base, line.ref)
         rows.append({"id": line.lineno, "uri": ref, "label": label})

@@ -13,6 +13,7 @@ task reads and decodes its records, with no trip through the object store betwee
 from __future__ import annotations
 
 import gzip
+import itertools
 from typing import Any, Iterator
 
 import numpy as np
@@ -133,7 +134,11 @@ def check_idx(uri: str, idx_uri: str, sample: int | None = None) -> list[int]:
     entries = recordio.parse_idx(storage.read_bytes(idx_uri).decode(), idx_uri)
     fs, path = storage.resolve(uri)
     size = fs.get_file_info(path).size
-    offsets = sorted(offset for _, offset in entries)
+    for (_, before), (key, offset) in itertools.pairwise(entries):
+        if offset <= before:  # im2rec writes one line per record, in file order
+            raise ClientError(f"{idx_uri}: key {key} offset {offset} is not after the previous entry's {before}; "
+                              "an .idx lists its records in file order")
+    offsets = [offset for _, offset in entries]
     checked = entries if not sample or len(entries) <= sample else entries[:: len(entries) // sample]
     with fs.open_input_file(path) as f:
         for key, offset in checked:

@@ -47,52 +47,12 @@ def failed_job(tmp_path, name):
     return job["FailureReason"]
 
 
-@pytest.mark.slow
-def test_recordio_problems_fail_the_job_with_file_and_offset(ray_cluster, tmp_path):
-    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
-    validation = rec_channel(tmp_path, "validation", good)
-    cases = {
-        "bad-label": ([recordio.pack_image(12, png(), id=0)] + good, "record at byte 0: class id 12 must be an "
-                                                                     "integer in [0, 9]"),
-        "corrupt-image": (good[:1] + [recordio.pack_image(1, b"\x89PNG broken", id=9)],
-                          "cannot decode image"),
-    }
-    for name, (payloads, expected) in cases.items():
-        train = rec_channel(tmp_path, f"train-{name}", payloads)
-        proc = run_cli("train", rec_request(tmp_path, train, validation, name))
-        assert proc.returncode == 1
-        reason = failed_job(tmp_path, name)
-        assert reason.startswith("ClientError: ") and expected in reason, reason
-        assert "data.rec" in reason
-
-
-@pytest.mark.slow
-def test_truncated_and_wrong_magic_rec(ray_cluster, tmp_path):
-    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
-    validation = rec_channel(tmp_path, "validation", good)
-    train = rec_channel(tmp_path, "train-trunc", good)
-    blob = (train / "data.rec").read_bytes()
-    (train / "data.rec").write_bytes(blob[:-10])
-    proc = run_cli("train", rec_request(tmp_path, train, validation, "truncated"))
-    assert proc.returncode == 1
-    reason = failed_job(tmp_path, "truncated")
-    assert "ClientError: " in reason and "data.rec at byte" in reason and "truncated record" in reason
-
+def test_inspect_names_a_bad_magic_word(tmp_path):
+    """Every fault in a job: tests/test_refused_jobs.py; `raysight inspect` finds this one up front."""
     bad = rec_channel(tmp_path, "train-magic", [])
     (bad / "data.rec").write_bytes(b"not a recordio file at all")
     proc = run_cli("inspect", str(bad))
     assert proc.returncode == 1 and "data.rec at byte 0: bad magic" in proc.stdout
-
-
-def test_idx_offsets_must_point_at_records(ray_cluster, tmp_path):
-    good = [recordio.pack_image(i % 10, png(), id=i) for i in range(4)]
-    validation = rec_channel(tmp_path, "validation", good)
-    train = rec_channel(tmp_path, "train", good, idx=lambda offs: recordio.format_idx(
-        [(0, offs[0]), (1, offs[1] + 4)]))
-    proc = run_cli("train", rec_request(tmp_path, train, validation, "bad-idx"))
-    assert proc.returncode == 1
-    assert "data.idx: key 1 offset" in failed_job(tmp_path, "bad-idx")
-    assert "does not point at a record" in failed_job(tmp_path, "bad-idx")
 
 
 def test_grayscale_is_converted_and_cmyk_too(tmp_path):

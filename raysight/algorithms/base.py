@@ -114,9 +114,18 @@ class Decode:
                 image = images.decode_rgb(raw, w)
             except images.BadImage as exc:
                 raise ClientError(str(exc)) from None
+            if "size" in batch:  # labels normalised by a declared size (detection annotations)
+                _check_declared_size(image, batch["size"][i], batch["annotation"][i], w)
             out[i], label = self.decode_one(image, label, w, rng)
             kept.append(label)
         return {"image": out, "label": self.collate(kept), "id": np.asarray(ids, dtype=np.int64)}
+
+
+def _check_declared_size(image, size, annotation: str, where: str) -> None:
+    width, height = (int(v) for v in size)
+    if image.size != (width, height):
+        raise ClientError(f"{annotation}: image_size {width}x{height} disagrees with {where}, which is "
+                          f"{image.size[0]}x{image.size[1]}")
 
 
 class SumMeter:

@@ -32,24 +32,26 @@ def manifest_boxes(hp):
 def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any]]:
     """Rows {id, uri, label} (label: the boxes, flattened) from an images channel and
     its JSON annotation channel."""
-    annotation_root, files = data.channel_files(annotation_channel)
+    annotation_root, files = data.image_files(annotation_channel)
     files = [f for f in files if f.endswith(".json")]
     if not files:
         raise ClientError(f"channel '{annotation_channel.name}' ({annotation_channel.uri}) holds no .json files")
-    image_root, present = data.channel_files(image_channel)
+    image_root, present = data.image_files(image_channel)
     present = set(present)
 
     def one(rel: str):
         uri = storage.join(annotation_root, rel)
+        text = data.read_text(uri)
         try:
-            name, boxes = detection.load_annotation(data.read_text(uri), uri, hp["num_classes"])
+            name, boxes = detection.load_annotation(text, uri, hp["num_classes"])
             check_width(len(boxes), hp, uri)
         except ClientError as exc:
-            return None, str(exc)
+            return None, "; ".join(exc.problems)
         image = name.lstrip("/") or _image_beside(rel, present)
         if image not in present:
             return None, f"{uri}: image '{name or rel}' not found under {image_channel.uri}"
-        return {"uri": storage.join(image_root, image), "label": boxes.ravel().tolist()}, None
+        return {"uri": storage.join(image_root, image), "label": boxes.ravel().tolist(),
+                "size": declared_size(text), "annotation": uri}, None
 
     with ThreadPoolExecutor(16) as pool:  # small GETs: latency-bound on S3
         results = list(pool.map(one, files))
@@ -57,6 +59,13 @@ def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any
     if problems:
         raise ClientError(problems[:20] + (["(first 20 problems shown)"] if len(problems) > 20 else []))
     return [dict(row, id=i) for i, (row, _) in enumerate(results)]
+
+
+def declared_size(text: str) -> list[int]:
+    """The annotation's image_size as [width, height]: the decode op checks the image
+    against it (boxes were normalised by it)."""
+    size = json.loads(text)["image_size"][0]
+    return [round(float(size["width"])), round(float(size["height"]))]
 
 
 def _image_beside(rel: str, present: set[str]) -> str:
