@@ -90,14 +90,44 @@ def test_augmentation_output_shapes_and_randomness(tmp_path, aug):
         assert all(tuple(p) in found for p in a[0].reshape(-1, 3))
 
 
-def test_affine_stays_within_the_documented_ranges():
+def measured_affine(out):
+    """(rotation in degrees, shear ratio, aspect ratio) of random_affine's output, recovered
+    from where the red, green and blue squares of `affine_target` landed: the linear map is
+    R(angle) @ [[1, -shear], [0, 1]] @ diag(sqrt(r), 1/sqrt(r)) (torchvision's affine, after
+    the aspect resize), whose first column gives the angle and second the shear."""
+    pixels = np.asarray(out).astype(float)
+    centres = []
+    for ch in range(3):
+        others = [c for c in range(3) if c != ch]
+        mask = (pixels[..., ch] > 60) & (pixels[..., ch] > 2 * pixels[..., others].max(axis=-1))
+        ys, xs = np.nonzero(mask)
+        centres.append(np.array([xs.mean(), ys.mean()]))
+    first, second = (centres[1] - centres[0]) / 50, (centres[2] - centres[0]) / 50
+    angle = np.arctan2(first[1], first[0])
+    back = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    x, y = back @ second
+    return np.degrees(angle), -x / y, np.hypot(*first) / y
+
+
+def affine_target():
     from PIL import Image
 
+    image = np.zeros((200, 200, 3), np.uint8)
+    for ch, (cx, cy) in enumerate([(100, 100), (150, 100), (100, 150)]):
+        image[cy - 3:cy + 4, cx - 3:cx + 4, ch] = 255
+    return Image.fromarray(image)
+
+
+def test_affine_rotates_shears_and_stretches_within_mxnets_ranges():
+    """crop_color_transform's affine: rotation within ±10°, shear within ±0.1, aspect in
+    [0.75, 1.25], each measured on the output image, and each really drawn (not ~0)."""
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        out = images.random_affine(Image.new("RGB", (100, 100)), rng)
-        ratio = out.size[0] / out.size[1]
-        assert 0.75 - 0.02 <= ratio <= 1.25 + 0.02
+    measured = np.array([measured_affine(images.random_affine(affine_target(), rng)) for _ in range(40)])
+    angles, shears, aspects = measured.T
+    assert np.abs(angles).max() <= 10.5 and np.abs(angles).max() > 6
+    assert np.abs(shears).max() <= 0.11 and np.abs(shears).max() > 0.06
+    assert aspects.min() >= 0.73 and aspects.max() <= 1.27 and aspects.max() - aspects.min() > 0.3
+    assert (angles > 0).any() and (angles < 0).any() and (shears > 0).any() and (shears < 0).any()
 
 
 def test_weighted_loss_weights_rare_classes_up():
