@@ -6,6 +6,8 @@ store work without raysight-specific configuration.
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import posixpath
 from urllib.parse import urlparse
@@ -108,15 +110,13 @@ def cache_dir() -> str:
 def cached(uri: str, cache_root: str | None = None) -> str:
     """File mode: a node-local copy of a remote object (downloaded once, renamed into
     place atomically so concurrent readers never see a partial file). Local URIs are
-    returned as their path unchanged."""
+    returned as their path unchanged. A copy is named by the object's URI, size and
+    modification time: an object replaced since is downloaded again, never read stale."""
     local = local_path(uri)
     if local is not None:
         return local
-    import hashlib
-
     root = cache_root or cache_dir()
-    name = hashlib.sha1(uri.encode()).hexdigest()[:16] + "-" + posixpath.basename(uri)
-    target = os.path.join(root, name)
+    target = os.path.join(root, _cache_name(uri))
     if not os.path.exists(target):
         os.makedirs(root, exist_ok=True)
         fs, path = resolve(uri)
@@ -126,6 +126,18 @@ def cached(uri: str, cache_root: str | None = None) -> str:
                 dst.write(chunk)
         os.replace(tmp, target)
     return target
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _cache_name(uri: str) -> str:
+    """One HEAD per object per process: Ray starts new worker processes for every job,
+    so each job sees the objects as they are when it starts."""
+    import hashlib
+
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    version = f"{uri}\0{info.size}\0{info.mtime_ns}"
+    return hashlib.sha1(version.encode()).hexdigest()[:16] + "-" + posixpath.basename(uri)
 
 
 # Non-secret settings a Ray worker needs to reach the same S3 endpoint as the driver;

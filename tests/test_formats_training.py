@@ -102,9 +102,30 @@ def test_recordio_from_s3(ray_cluster, s3, rec_files, tmp_path, mode):
     request["HyperParameters"].pop("resize")  # optional for RecordIO; 8x8 images fit 3,8,8
     request["AlgorithmSpecification"]["TrainingInputMode"] = mode
     request["InputDataConfig"] = [channel(c, f"{uri}/{c}", "application/x-recordio") for c in ("train", "validation")]
-    proc = run_cli("train", write_json(tmp_path / "r.json", request), env={"RAYSIGHT_CACHE_DIR": str(tmp_path)})
+    cache = tmp_path / "cache"
+    proc = run_cli("train", write_json(tmp_path / "r.json", request), env={"RAYSIGHT_CACHE_DIR": str(cache)})
     metrics = finished(proc, s3_reader(s3, "out-rec"), name)
     assert metrics["validation:accuracy"] > 0.2
+    # File mode reads through node-local copies, byte for byte the objects; Pipe mode streams
+    copies = sorted(p.name.split("-", 1)[1] for p in cache.glob("*.rec")) if cache.exists() else []
+    assert copies == (["train.rec", "validation.rec"] if mode == "File" else [])
+    for copy in cache.glob("*.rec"):
+        key = f"rec-{mode}/{copy.name.split('-', 1)[1].split('.')[0]}/{copy.name.split('-', 1)[1]}"
+        assert copy.read_bytes() == s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def test_file_mode_copies_follow_the_object(s3, tmp_path):
+    """A node-local copy is named by the object's size and time: a replaced object is
+    downloaded again (each job runs in new worker processes), never read stale."""
+    from raysight import storage
+
+    s3.put_object(Bucket=BUCKET, Key="cached/a.rec", Body=b"first version")
+    first = storage.cached(f"s3://{BUCKET}/cached/a.rec", str(tmp_path))
+    assert open(first, "rb").read() == b"first version"
+    s3.put_object(Bucket=BUCKET, Key="cached/a.rec", Body=b"the second, longer version")
+    storage._cache_name.cache_clear()  # what a new job's new worker process starts with
+    second = storage.cached(f"s3://{BUCKET}/cached/a.rec", str(tmp_path))
+    assert second != first and open(second, "rb").read() == b"the second, longer version"
 
 
 @pytest.mark.slow
@@ -216,3 +237,51 @@ def test_manifest_file_problems_are_named(s3, s3_digits, tmp_path):
         with pytest.raises(ClientError, match=re.escape(message)) as e:
             listing(body)
         assert "channel 'train' ManifestFile s3://raysight-test/mf/bad.json" in str(e.value)
+
+
+@pytest.mark.slow
+def test_multi_label_weighted_loss_on_gzipped_recordio_stops_early(ray_cluster, rec_files, tmp_path):
+    """One job, four claims: `.rec.gz` channels (CompressionType Gzip); multi_label=1 with
+    use_weighted_loss=1 on RecordIO (the class weights come from one pass over the records);
+    early stopping inside a real job; precision_dtype=float16 on CPU (a warning, float32)."""
+    import numpy as np
+
+    from raysight.formats import recordio
+
+    out, counts = rec_files
+    for split in ("train", "validation"):
+        with open(out / split / f"{split}.rec", "rb") as f:
+            records = [recordio.unpack_image(p) for _, p in recordio.iter_records(f)]
+        (tmp_path / split).mkdir()
+        with gzip.open(tmp_path / split / f"{split}.rec.gz", "wb") as f:
+            recordio.write_records(f, [recordio.pack_image(np.eye(10)[int(r.label[0])], r.image, id=r.id)
+                                       for r in records])
+    request = tiny_request("/unused", str(tmp_path / "out"), "multi-gz", counts, epochs="30", multi_label="1",
+                           use_weighted_loss="1", precision_dtype="float16", early_stopping="1",
+                           early_stopping_min_epochs="2", early_stopping_patience="1",
+                           early_stopping_tolerance="0.5")
+    request["HyperParameters"].pop("resize")
+    request["InputDataConfig"] = [dict(channel(c, str(tmp_path / c), "application/x-recordio",
+                                               CompressionType="Gzip"), ShuffleConfig={"Seed": 3})
+                                  for c in ("train", "validation")]
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    log = proc.stdout + proc.stderr
+    metrics = finished(proc, lambda k: (tmp_path / "out" / k).read_text(), "multi-gz")
+    assert "precision_dtype=float16 needs a GPU; training in float32 on CPU" in log
+    weights = re.search(r"From the training data: pos_weight = \[([^\]]+)\]", log)
+    assert weights, log[-3000:]
+    positives = np.bincount([int(r.label[0]) for r in records_of(out / "train" / "train.rec")], minlength=10)
+    expected = (counts["train"] - positives) / positives  # negatives / positives per class
+    assert np.allclose([float(w) for w in weights.group(1).split(",")], expected, rtol=0.01)
+    stopped = re.search(r"Early stopping at epoch (\d+)", log)
+    assert stopped and int(stopped.group(1)) < 29, log[-3000:]
+    history = json.loads((tmp_path / "out" / "multi-gz" / "output" / "metrics.json").read_text())
+    assert len(history) == int(stopped.group(1)) + 1
+    assert metrics["validation:accuracy"] > 0.5
+
+
+def records_of(path):
+    from raysight.formats import recordio
+
+    with open(path, "rb") as f:
+        return [recordio.unpack_image(p) for _, p in recordio.iter_records(f)]

@@ -81,6 +81,7 @@ class Decode:
     deterministic: bool = False
     row_bytes: int = 0
     random: bool = False  # decode_one gets an rng
+    seed: int | None = None  # ShuffleConfig.Seed: each batch's augmentation drawn from (seed, its rows)
 
     def __init__(self, hp: dict[str, Any], training: bool, cache: str | None = None):
         self.training = training
@@ -103,10 +104,16 @@ class Decode:
             records = [recordio.unpack_image(bytes(r), w) for r, w in zip(batch["record"], where)]
             labels = [self.record_label(r.label, w) for r, w in zip(records, where)]
             blobs, ids = [r.image for r in records], [r.id for r in records]
+            keys = list(batch["offset"])
         else:  # index rows: labels were checked when the rows were built
             where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
             labels, ids = list(batch["label"]), list(batch["id"])
-        rng = np.random.default_rng() if self.random else None
+            keys = ids
+        rng = np.random.default_rng(self._batch_seed(keys)) if self.random else None
+        if self.seed is not None and not self.deterministic:
+            import torch  # torchvision's random transforms draw from torch's generator
+
+            torch.manual_seed(self._batch_seed(keys))
         out = np.empty((len(blobs), self.height, self.width, 3), dtype=np.uint8)
         kept = []
         for i, (raw, label, w) in enumerate(zip(blobs, labels, where)):
@@ -119,6 +126,13 @@ class Decode:
             out[i], label = self.decode_one(image, label, w, rng)
             kept.append(label)
         return {"image": out, "label": self.collate(kept), "id": np.asarray(ids, dtype=np.int64)}
+
+    def _batch_seed(self, keys) -> int | None:
+        """Seeded jobs: a batch's random draws depend on the seed and which rows it holds
+        (a seeded shuffle gives each epoch new batches, so new draws), never on the process."""
+        if self.seed is None:
+            return None
+        return int(np.random.SeedSequence([self.seed, len(keys), *map(int, keys[:8])]).generate_state(1)[0])
 
 
 def _check_declared_size(image, size, annotation: str, where: str) -> None:
@@ -366,6 +380,7 @@ class Algorithm:
             else:
                 rows = self.index_rows(channel, job.channels[index_channels[split]], hp)
             decode = self.decoder(hp, training=training, cache=data.file_mode_cache(channel))
+            decode.seed = channel.shuffle_seed if training else None
             parts = data.channel_datasets(channel, rows, decode, training, shards)
             out[split] = parts if len(parts) > 1 else parts[0]
             if training:

@@ -44,12 +44,15 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         job, algo, hp = prepare(request)
         describe["HyperParameters"] = job.hyperparameters
         _check_name_free(job)
+        _write_describe(request, describe)  # InProgress until it ends (a killed job is left so)
         echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
         ensure_ray()
         scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])
         echo(scaling.plan)
         _quiet_data_progress()
         prepared = algo.datasets(job, hp, shards=scaling.config.num_workers)  # checks index files
+        for key, value in prepared.state.items():  # e.g. use_weighted_loss's per-class weights
+            echo(f"From the training data: {key} = {_brief(value)}")
         init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, checked here
         describe["TrainingStartTime"] = time.time()
         with StopSignal() as stop_flag:
@@ -138,6 +141,12 @@ class StopSignal:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
         return False
+
+
+def _brief(value) -> str:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
+    return str(value)[:200]
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -39,6 +39,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     log(f"Worker {rank}: {torch.get_num_threads()} torch threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
 
     # -- model, optimizer, schedule -------------------------------------------------
+    if config.get("shuffle_seed") is not None:  # ShuffleConfig.Seed seeds the whole job: initial
+        torch.manual_seed(config["shuffle_seed"])  # weights here, order and augmentation in the data
     model = algo.build_model(hp)
     state = _restore(model)
     if state is None and config.get("init_state") is not None:  # pretrained or incremental
