@@ -257,7 +257,7 @@ def test_multi_label_weighted_loss_on_gzipped_recordio_stops_early(ray_cluster, 
             recordio.write_records(f, [recordio.pack_image(np.eye(10)[int(r.label[0])], r.image, id=r.id)
                                        for r in records])
     request = tiny_request("/unused", str(tmp_path / "out"), "multi-gz", counts, epochs="30", multi_label="1",
-                           use_weighted_loss="1", precision_dtype="float16", early_stopping="1",
+                           use_weighted_loss="1", precision_dtype="float16", early_stopping="True",
                            early_stopping_min_epochs="2", early_stopping_patience="1",
                            early_stopping_tolerance="0.5")
     request["HyperParameters"].pop("resize")

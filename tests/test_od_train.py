@@ -14,7 +14,7 @@ from raysight import evaluation
 from raysight.sample_data import shapes
 from raysight.errors import ClientError
 from raysight.train import driver
-from tests.conftest import free_port, run_cli, upload_tree, write_json
+from tests.conftest import BUCKET, free_port, run_cli, upload_tree, write_json
 from tests.test_serve import encode, ping, post
 
 TRAIN, VALIDATION, SIZE, EPOCHS = 288, 40, 96, 22
@@ -86,6 +86,12 @@ def test_trains_to_map_well_above_chance(trained, shapes_data):
     assert best > max(0.06, 4 * chance), (best, chance, history)
     assert history[-1]["train:cross_entropy"] < history[0]["train:cross_entropy"]
     assert os.path.getsize(output / "training-curves.png") > 1000
+    from PIL import Image  # detections.png: validation images with their detections drawn
+
+    with Image.open(output / "detections.png") as preview:
+        assert preview.format == "PNG" and preview.width >= 600 and preview.height >= 300
+        colours = len(np.unique(np.asarray(preview.convert("RGB")).reshape(-1, 3), axis=0))
+    assert colours > 1000  # photographs of the shapes, not an empty figure
 
 
 @pytest.mark.slow
@@ -221,18 +227,26 @@ def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp
     prefix = upload_tree(s3, root, f"shapes-{layout}")
     request = shapes.training_request(prefix, str(tmp_path), layout, name=f"od-{layout}", counts=counts,
                                       epochs="1", mini_batch_size="8")
-    completed_with_map(request, tmp_path)
-    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+    cache = tmp_path / "node-cache"
+    score = completed_with_map(request, tmp_path, env={"RAYSIGHT_CACHE_DIR": str(cache)})
+    assert 0 <= score <= 1
+    # Pipe mode streams: records and images go from S3 to the decode tasks, no node-local copy
+    assert not cache.exists() or not any(cache.iterdir())
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"shapes-{layout}/")["Contents"]]
+    assert listed  # and the data the job read exists only there (the request names s3:// URIs)
+    assert all(c["DataSource"]["S3DataSource"]["S3Uri"].startswith("s3://") for c in request["InputDataConfig"])
 
 
-def completed_with_map(request, out) -> None:
-    """`raysight train` on the request ends Completed and reports validation:mAP."""
-    proc = run_cli("train", write_json(out / "r.json", request))
+def completed_with_map(request, out, env=None) -> float:
+    """`raysight train` on the request ends Completed and reports validation:mAP (returned)."""
+    proc = run_cli("train", write_json(out / "r.json", request), env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with open(out / request["TrainingJobName"] / "output" / "job.json") as f:
         job = json.load(f)
     assert job["TrainingJobStatus"] == "Completed"
-    assert "validation:mAP" in {m["MetricName"] for m in job["FinalMetricDataList"]}
+    final = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert "validation:mAP" in final
+    return final["validation:mAP"]
 
 
 @pytest.mark.slow

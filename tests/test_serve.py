@@ -60,7 +60,7 @@ def ping(port) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
             return r.status
-    except (urllib.error.URLError, ConnectionError):
+    except OSError:  # refused, reset, or timed out while the replica starts
         return 0
 
 
