@@ -71,5 +71,8 @@ def test_channel_larger_than_object_store_streams_without_spilling(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["records"] == n and result["bytes"] == n * RECORD  # every byte came through
     assert result["spilled_mib"] == 0, result
-    assert result["peak_mib"] * 1024 * 1024 < STORE, result  # never more than the store holds
+    # The evidence is the spill counter above: Ray counts spilled bytes cumulatively, so a backlog
+    # that outgrew the store between two samples would still show there. The sampled peak only
+    # shows the store in use (Ray Data's backpressure fills it to ~90% of its budget, 72 of 80 MiB
+    # measured): it cannot exceed the store, so it proves nothing beyond that.
     assert result["samples"] >= 10 and result["peak_mib"] > 0  # the poller really watched the store in use
