@@ -40,6 +40,27 @@ def test_pretrained_weights_from_a_configured_folder(tmp_path, monkeypatch):
     assert state["fc.weight"].shape == (10, 512)  # the head is new, sized for num_classes
 
 
+def test_pretrained_weights_from_s3(s3, tmp_path, monkeypatch):
+    """RAYSIGHT_PRETRAINED_WEIGHTS as an s3:// folder (torchvision's file name) and as one file."""
+    import io
+
+    from torchvision.models import resnet18
+
+    from raysight.models.weights import torchvision_filename
+    from tests.conftest import BUCKET
+
+    torch.manual_seed(2)
+    buf = io.BytesIO()
+    torch.save(resnet18().state_dict(), buf)
+    for key in (f"pretrained/{torchvision_filename('resnet18')}", "pretrained-file/mine.pth"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=buf.getvalue())
+    expected = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)["layer4.0.conv1.weight"]
+    for where in (f"s3://{BUCKET}/pretrained", f"s3://{BUCKET}/pretrained-file/mine.pth"):
+        monkeypatch.setenv("RAYSIGHT_PRETRAINED_WEIGHTS", where)
+        state = IC.initial_state(_Job(), hp_for(num_layers="18", use_pretrained_model="1"))
+        assert torch.equal(state["layer4.0.conv1.weight"], expected), where
+
+
 def test_pretrained_weights_from_the_torch_hub_cache(tmp_path, monkeypatch):
     from torchvision.models import resnet34
 

@@ -117,6 +117,26 @@ def test_pretrained_backbone_from_a_local_file(tmp_path, monkeypatch):
         _check(hp(use_pretrained_model=1))
 
 
+def test_pretrained_vgg16_trunk_from_an_s3_folder(s3, monkeypatch):
+    """The VGG-16 branch of pretrained_state, its weights read from an s3:// folder
+    RAYSIGHT_PRETRAINED_WEIGHTS (torchvision's `features.*` names; only those are used)."""
+    import io
+
+    from tests.conftest import BUCKET
+
+    torch.manual_seed(5)
+    made = {f"features.{k}": v for k, v in ssd.vgg16_trunk().state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(made, buf)
+    s3.put_object(Bucket=BUCKET, Key="weights/vgg16.pth", Body=buf.getvalue())
+    monkeypatch.setenv("RAYSIGHT_PRETRAINED_WEIGHTS", f"s3://{BUCKET}/weights")
+    state = OD.pretrained_state(hp(base_network="vgg-16", use_pretrained_model=1, **{WIDTH: 1}))
+    convs = [k for k in made if k.endswith("weight") and made[k].dim() == 4]
+    for key in (convs[0], convs[-1]):
+        [ours] = [k for k, v in state.items() if v.shape == made[key].shape and torch.equal(v, made[key])]
+        assert ours.startswith("backbone."), ours
+
+
 def _check(values):
     from tests.conftest import parse_job
 
