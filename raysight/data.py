@@ -238,6 +238,9 @@ def channel_datasets(channel, rows: list[dict[str, Any]] | None, decode, trainin
         return [recordio_dataset(channel, (i, n)).map_batches(decode, batch_size=None, batch_format="numpy")
                 for i in range(n)]
     once = decoded_once(len(rows), decode)  # the whole channel against the budget, not each share
+    if once:
+        print(f"channel '{channel.name}': {len(rows)} images decoded once, kept in Ray's object store "
+              f"(RAYSIGHT_DECODE_CACHE_FRACTION={DECODE_CACHE_FRACTION:g})", flush=True)
     return [rows_dataset(part, decode, shuffle=training, seed=channel.shuffle_seed, once=once)
             for part in shard_rows(rows, n, channel)]
 

@@ -203,6 +203,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
         child = child_request(tuning, config, index)
         record = driver.run(child, callbacks=[TuneReportCallback()])
         tune.report({"job_name": child["TrainingJobName"], "job_status": record["TrainingJobStatus"],
+                     "failure_reason": record.get("FailureReason"),
                      **{m["MetricName"]: m["Value"] for m in record["FinalMetricDataList"]}})
 
     searcher = tune.search.BasicVariantGenerator(random_state=tuning["seed"])
@@ -226,7 +227,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
             "FinalHyperParameterTuningJobObjectiveMetric":
                 {"Type": objective["Type"], "MetricName": metric, "Value": value} if value is not None else None,
             "ObjectiveStatus": "Succeeded" if value is not None else "Failed",
-            "FailureReason": str(r.error)[:1024] if r.error else None,
+            "FailureReason": m.get("failure_reason") or (str(r.error)[:1024] if r.error else None),
         })
     scored = [s for s in summaries if s["ObjectiveStatus"] == "Succeeded"]
     best = None

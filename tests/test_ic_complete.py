@@ -154,6 +154,23 @@ def test_max_runtime_stops_and_keeps_the_model(ray_cluster, digits_small, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_stop_before_the_first_epoch_ends_keeps_that_model(ray_cluster, digits_small, tmp_path):
+    """MaxRuntimeInSeconds=1 has passed before a worker starts (setup alone takes longer), so
+    the stop lands in epoch 0's first step: the job ends Stopped with the model it has."""
+    root, counts = digits_small
+    request = tiny_request(root, str(tmp_path), "early", counts, epochs="5")
+    request["StoppingCondition"]["MaxRuntimeInSeconds"] = 1
+    proc = run_cli("train", write_json(tmp_path / "r.json", request))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out[-3000:]
+    assert "Stopping (MaxRuntimeExceeded) in epoch 0" in out and "Epoch[1]" not in out
+    with open(tmp_path / "early" / "output" / "job.json") as f:
+        job = json.load(f)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    assert os.path.exists(job["ModelArtifacts"]["S3ModelArtifacts"])
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_job_and_keeps_the_model(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
     request = write_json(tmp_path / "r.json", tiny_request(root, str(tmp_path), "sig", counts, epochs="200"))

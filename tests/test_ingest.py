@@ -187,18 +187,26 @@ def test_a_seeded_job_is_reproducible(ray_cluster, digits_small, tmp_path):
 
     root, counts = digits_small
 
-    def history(name, seed):
+    logs = {}
+
+    def history(name, seed, env=None):
         request = tiny_request(root, str(tmp_path), name, counts, epochs="1", augmentation_type="crop_color_transform")
         for ch in request["InputDataConfig"]:
             ch["ShuffleConfig"] = {"Seed": seed}
-        proc = run_cli("train", write_json(tmp_path / f"{name}.json", request))
+        proc = run_cli("train", write_json(tmp_path / f"{name}.json", request), env=env)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        logs[name] = proc.stdout
         with open(tmp_path / name / "output" / "metrics.json") as f:
             return [{k: v for k, v in epoch.items() if ":" in k} for epoch in json.load(f)]
 
-    first, again, other = history("seed-a", 11), history("seed-b", 11), history("seed-c", 12)
+    first, again = history("seed-a", 11), history("seed-b", 11)
+    other = history("seed-c", 12, env={"RAYSIGHT_DECODE_CACHE_FRACTION": "0"})
     assert first == again
     assert first != other
+    # and the decode cache's setting, read from the environment: the validation channel (nothing
+    # random) is decoded once by default, and streamed every epoch with the cache off
+    assert f"channel 'validation': {counts['validation']} images decoded once" in logs["seed-a"]
+    assert "decoded once" not in logs["seed-c"]
 
 
 def test_sharded_by_s3_key_over_rec_files_gives_each_worker_its_own_files(ray_cluster, tmp_path):

@@ -116,3 +116,55 @@ def test_only_tunable_hyperparameters_may_be_tuned_with_their_kind(tmp_path):
     assert "tunable: beta_1 (Continuous), beta_2 (Continuous), eps (Continuous), gamma (Continuous), " \
            "learning_rate (Continuous), mini_batch_size (Integer), momentum (Continuous), optimizer (Categorical), " \
            "weight_decay (Continuous)" in text
+
+
+@pytest.mark.slow
+def test_failed_trials_are_reported_with_their_reasons(ray_cluster, digits_small, tmp_path):
+    """Every trial fails (use_pretrained_model=1 with no weights anywhere): each summary says
+    Failed with the training job's own FailureReason, the counters count them, the tuning job
+    is Failed and `raysight tune` exits 1."""
+    root, counts = digits_small
+    request = tuning_request(root, str(tmp_path), counts)
+    request["TrainingJobDefinition"]["StaticHyperParameters"].update(use_pretrained_model="1", num_layers="18")
+    proc = run_cli("tune", write_json(tmp_path / "tuning.json", request),
+                   env={"RAYSIGHT_PRETRAINED_WEIGHTS": str(tmp_path / "no-weights"), "TORCH_HOME": str(tmp_path)})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "tiny-tuning" / "tuning-job.json") as f:
+        record = json.load(f)
+    assert record["HyperParameterTuningJobStatus"] == "Failed" and record["BestTrainingJob"] is None
+    assert record["TrainingJobStatusCounters"]["NonRetryableError"] == 2
+    assert record["ObjectiveStatusCounters"] == {"Succeeded": 0, "Pending": 0, "Failed": 2}
+    for s in record["TrainingJobSummaries"]:
+        assert s["TrainingJobStatus"] == "Failed" and s["ObjectiveStatus"] == "Failed"
+        assert s["FailureReason"].startswith("ClientError: use_pretrained_model=1: no ImageNet weights for resnet18")
+
+
+@pytest.mark.slow
+def test_grid_search_minimizing_over_an_object_detector(ray_cluster, tmp_path):
+    """Grid over a categorical range (every value once, whatever MaxNumberOfTrainingJobs says),
+    Minimize, on object detection: the best trial is the one with the lowest objective."""
+    from raysight.sample_data import shapes
+
+    root = str(tmp_path / "shapes")
+    counts = shapes.write(root, 16, 8, 64, seed=2, formats=("json",))
+    job = shapes.training_request(root, str(tmp_path), "json", name="unused", counts=counts, epochs="1",
+                                  mini_batch_size="8")
+    static = {k: v for k, v in job["HyperParameters"].items() if k != "optimizer"}
+    request = tuning_request(root, str(tmp_path), counts)
+    request["HyperParameterTuningJobName"] = "od-grid"
+    request["HyperParameterTuningJobConfig"].update(
+        Strategy="Grid", HyperParameterTuningJobObjective={"Type": "Minimize", "MetricName": "validation:mAP"},
+        ParameterRanges={"CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "rmsprop"]}]})
+    request["HyperParameterTuningJobConfig"].pop("RandomSeed")
+    request["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] = 1
+    request["TrainingJobDefinition"].update(StaticHyperParameters=static, AlgorithmSpecification=job[
+        "AlgorithmSpecification"], InputDataConfig=job["InputDataConfig"])
+    proc = run_cli("tune", write_json(tmp_path / "tuning.json", request))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "od-grid" / "tuning-job.json") as f:
+        record = json.load(f)
+    summaries = record["TrainingJobSummaries"]
+    assert sorted(s["TunedHyperParameters"]["optimizer"] for s in summaries) == ["adam", "rmsprop"]
+    values = [s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries]
+    assert record["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == min(values)
+    assert all(s["TrainingJobStatus"] == "Completed" for s in summaries)
