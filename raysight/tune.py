@@ -202,8 +202,10 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
         index = _trial_index()
         child = child_request(tuning, config, index)
         record = driver.run(child, callbacks=[TuneReportCallback()])
+        # Tune requires the objective in every report: a job that ended without it (failed)
+        # reports NaN, which the summaries below read as "no objective", as SageMaker does
         tune.report({"job_name": child["TrainingJobName"], "job_status": record["TrainingJobStatus"],
-                     "failure_reason": record.get("FailureReason"),
+                     "failure_reason": record.get("FailureReason"), metric: math.nan,
                      **{m["MetricName"]: m["Value"] for m in record["FinalMetricDataList"]}})
 
     searcher = tune.search.BasicVariantGenerator(random_state=tuning["seed"])
@@ -220,6 +222,8 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
     for r in results:
         m = r.metrics or {}
         value = m.get(metric)
+        if isinstance(value, float) and math.isnan(value):
+            value = None
         summaries.append({
             "TrainingJobName": m.get("job_name", ""),
             "TrainingJobStatus": m.get("job_status", "Failed" if r.error else "Stopped"),

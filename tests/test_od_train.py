@@ -312,3 +312,21 @@ def test_procedural_data_set_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "s" / "json" / "validation.manifest") as f:
         assert len(f.read().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_vgg16_ssd512_trains_and_its_model_loads(ray_cluster, small_shapes, tmp_path):
+    """base_network=vgg-16 at image_shape=512 (SSD512: one feature map more than SSD300),
+    trained for an epoch; the written model rebuilds with SSD512's default boxes."""
+    from raysight import algorithms
+    from raysight.models import ssd
+
+    root, counts = small_shapes
+    request = shapes.training_request(root, str(tmp_path), "json", name="od-vgg512", counts=counts, epochs="1",
+                                      mini_batch_size="8", base_network="vgg-16", image_shape="512")
+    completed_with_map(request, tmp_path)
+    algo, model, meta = algorithms.load_model(str(tmp_path / "od-vgg512" / "output" / "model.tar.gz"))
+    assert (meta["hyperparameters"]["base_network"], meta["hyperparameters"]["image_shape"]) == ("vgg-16", 512)
+    width = meta["hyperparameters"]["raysight_width_multiplier"]
+    assert model.anchors.shape == ssd.default_boxes("vgg-16", 512, width).shape
+    assert len(model.anchors) > len(ssd.default_boxes("vgg-16", 300, width))

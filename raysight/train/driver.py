@@ -50,10 +50,10 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
         scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])
         echo(scaling.plan)
         _quiet_data_progress()
+        init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, before any data
         prepared = algo.datasets(job, hp, shards=scaling.config.num_workers)  # checks index files
         for key, value in prepared.state.items():  # e.g. use_weighted_loss's per-class weights
             echo(f"From the training data: {key} = {_brief(value)}")
-        init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, checked here
         describe["TrainingStartTime"] = time.time()
         with StopSignal() as stop_flag:
             result = _fit(job, algo, hp, prepared, scaling, callbacks, init_state, stop_flag,
