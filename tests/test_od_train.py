@@ -176,6 +176,16 @@ def test_annotation_accept_answers_in_pixels(endpoint):
 
 
 @pytest.mark.slow
+def test_jsonlines_accept_is_one_prediction_line(endpoint):
+    body = encode("PNG", size=(150, 100))
+    _, _, plain = post(endpoint, body, "image/png")
+    status, ctype, lines = post(endpoint, body, "image/png", accept="application/jsonlines")
+    assert status == 200 and ctype.startswith("application/jsonlines")
+    [line] = lines.decode().splitlines()
+    assert json.loads(line) == json.loads(plain)  # {"prediction": [[class, score, x0, y0, x1, y1], ...]}
+
+
+@pytest.mark.slow
 def test_bad_requests_get_4xx(endpoint):
     assert post(endpoint, b"nope", "text/csv")[0] == 415
     assert post(endpoint, b"\xff\xd8 not a jpeg", "image/jpeg")[0] == 400
