@@ -238,7 +238,7 @@ def test_a_job_killed_outright_resumes_under_its_name_from_its_checkpoint_s3_uri
     from tests.conftest import BUCKET
 
     root, counts = digits_small
-    request = tiny_request(root, str(tmp_path), "resumed", counts, epochs="12")
+    request = tiny_request(root, str(tmp_path), "resumed", counts, epochs="8")
     request["CheckpointConfig"] = {"S3Uri": f"s3://{BUCKET}/ckpt/resumed"}
     path = write_json(tmp_path / "r.json", request)
     with open(tmp_path / "first.log", "w") as sink:
@@ -259,7 +259,7 @@ def test_a_job_killed_outright_resumes_under_its_name_from_its_checkpoint_s3_uri
     second = run_cli("train", path)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-3000:]
-    assert "Resuming from checkpoint of epoch" in out and "Epoch[11] Validation-accuracy" in out
+    assert "Resuming from checkpoint of epoch" in out and "Epoch[7] Validation-accuracy" in out
     assert "Epoch[0] Validation-accuracy" not in out  # it did not start over
     with open(tmp_path / "resumed" / "output" / "job.json") as f:
         assert json.load(f)["TrainingJobStatus"] == "Completed"
