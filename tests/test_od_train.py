@@ -238,9 +238,15 @@ def test_recordio_and_manifest_stream_from_s3(ray_cluster, s3, small_shapes, tmp
     prefix = upload_tree(s3, root, f"shapes-{layout}")
     request = shapes.training_request(prefix, str(tmp_path), layout, name=f"od-{layout}", counts=counts,
                                       epochs="1", mini_batch_size="8")
+    for c in request["InputDataConfig"]:  # seeded, so a run from local files must score the same
+        c["ShuffleConfig"] = {"Seed": 7}
     cache = tmp_path / "node-cache"
     score = completed_with_map(request, tmp_path, env={"RAYSIGHT_CACHE_DIR": str(cache)})
     assert 0 <= score <= 1
+    if layout == "recordio":  # the streamed bytes were the local files' bytes, record for record
+        local = json.loads(json.dumps(request).replace(prefix, root))
+        local["TrainingJobName"] = "od-recordio-local"
+        assert completed_with_map(local, tmp_path) == score
     # Pipe mode streams: records and images go from S3 to the decode tasks, no node-local copy
     assert not cache.exists() or not any(cache.iterdir())
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"shapes-{layout}/")["Contents"]]
