@@ -7,7 +7,6 @@ store work without raysight-specific configuration.
 from __future__ import annotations
 
 import functools
-
 import os
 import posixpath
 from urllib.parse import urlparse

@@ -109,11 +109,12 @@ class Decode:
             where, blobs = [str(u) for u in batch["uri"]], data.read_all(batch["uri"], self.cache)
             labels, ids = list(batch["label"]), list(batch["id"])
             keys = ids
-        rng = np.random.default_rng(self._batch_seed(keys)) if self.random else None
-        if self.seed is not None and not self.deterministic:
+        seed = self._batch_seed(keys)
+        rng = np.random.default_rng(seed) if self.random else None
+        if seed is not None and not self.deterministic:
             import torch  # torchvision's random transforms draw from torch's generator
 
-            torch.manual_seed(self._batch_seed(keys))
+            torch.manual_seed(seed)
         out = np.empty((len(blobs), self.height, self.width, 3), dtype=np.uint8)
         kept = []
         for i, (raw, label, w) in enumerate(zip(blobs, labels, where)):
