@@ -250,8 +250,7 @@ def test_multi_label_weighted_loss_on_gzipped_recordio_stops_early(ray_cluster, 
 
     out, counts = rec_files
     for split in ("train", "validation"):
-        with open(out / split / f"{split}.rec", "rb") as f:
-            records = [recordio.unpack_image(p) for _, p in recordio.iter_records(f)]
+        records = records_of(out / split / f"{split}.rec")
         (tmp_path / split).mkdir()
         with gzip.open(tmp_path / split / f"{split}.rec.gz", "wb") as f:
             recordio.write_records(f, [recordio.pack_image(np.eye(10)[int(r.label[0])], r.image, id=r.id)
