@@ -81,9 +81,13 @@ def parse_annotation(doc: dict[str, Any], where: str, num_classes: int | None = 
     return str(doc.get("file", "")), np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
 
 
-def load_annotation(text: str, where: str, num_classes: int | None = None) -> tuple[str, np.ndarray]:
+def read_annotation(text: str, where: str) -> Any:
+    """An annotation file's JSON document (checked by parse_annotation)."""
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClientError(f"{where}: not JSON ({exc.msg})") from None
-    return parse_annotation(doc, where, num_classes)
+
+
+def load_annotation(text: str, where: str, num_classes: int | None = None) -> tuple[str, np.ndarray]:
+    return parse_annotation(read_annotation(text, where), where, num_classes)

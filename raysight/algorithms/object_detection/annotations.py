@@ -41,9 +41,9 @@ def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any
 
     def one(rel: str):
         uri = storage.join(annotation_root, rel)
-        text = data.read_text(uri)
         try:
-            name, boxes = detection.load_annotation(text, uri, hp["num_classes"])
+            doc = detection.read_annotation(data.read_text(uri), uri)
+            name, boxes = detection.parse_annotation(doc, uri, hp["num_classes"])
             check_width(len(boxes), hp, uri)
         except ClientError as exc:
             return None, "; ".join(exc.problems)
@@ -51,7 +51,7 @@ def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any
         if image not in present:
             return None, f"{uri}: image '{name or rel}' not found under {image_channel.uri}"
         return {"uri": storage.join(image_root, image), "label": boxes.ravel().tolist(),
-                "size": declared_size(text), "annotation": uri}, None
+                "size": declared_size(doc), "annotation": uri}, None
 
     with ThreadPoolExecutor(16) as pool:  # small GETs: latency-bound on S3
         results = list(pool.map(one, files))
@@ -61,10 +61,10 @@ def annotation_rows(image_channel, annotation_channel, hp) -> list[dict[str, Any
     return [dict(row, id=i) for i, (row, _) in enumerate(results)]
 
 
-def declared_size(text: str) -> list[int]:
-    """The annotation's image_size as [width, height]: the decode op checks the image
-    against it (boxes were normalised by it)."""
-    size = json.loads(text)["image_size"][0]
+def declared_size(doc: dict) -> list[int]:
+    """A checked annotation's image_size as [width, height]: the decode op checks the
+    image against it (boxes were normalised by it)."""
+    size = doc["image_size"][0]
     return [round(float(size["width"])), round(float(size["height"]))]
 
 
