@@ -45,13 +45,14 @@ def test_lr_decays_at_sagemakers_step_points():
     assert lr_multiplier(hp(), 10_000, spe) == 1  # no steps: constant
 
 
-def test_hls_jitter_matches_colorsys():
+@pytest.mark.parametrize("dh,ds,dl", [(36, -50, 20), (-36, 50, -50), (-3.5, 7.25, 0), (0, -50, 50)])
+def test_hls_jitter_matches_colorsys(dh, ds, dl):
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    out = images.jitter_hls(rgb, 36, -50, 20)
+    rgb = rng.integers(0, 256, (16, 17, 3), dtype=np.uint8)
+    out = images.jitter_hls(rgb, dh, ds, dl)
     for (r, g, b), got in zip(rgb.reshape(-1, 3), out.reshape(-1, 3)):
         h, light, s = colorsys.rgb_to_hls(r / 255, g / 255, b / 255)
-        want = colorsys.hls_to_rgb((h + 36 / 180) % 1, min(1, max(0, light + 20 / 255)), min(1, max(0, s - 50 / 255)))
+        want = colorsys.hls_to_rgb((h + dh / 180) % 1, min(1, max(0, light + dl / 255)), min(1, max(0, s + ds / 255)))
         assert np.allclose(got, np.array(want) * 255, atol=1.01)
     assert np.array_equal(images.jitter_hls(rgb, 0, 0, 0), rgb) or np.abs(
         images.jitter_hls(rgb, 0, 0, 0).astype(int) - rgb).max() <= 1
@@ -110,12 +111,10 @@ def measured_affine(out):
 
 
 def affine_target():
-    from PIL import Image
-
     image = np.zeros((200, 200, 3), np.uint8)
     for ch, (cx, cy) in enumerate([(100, 100), (150, 100), (100, 150)]):
         image[cy - 3:cy + 4, cx - 3:cx + 4, ch] = 255
-    return Image.fromarray(image)
+    return image
 
 
 def test_affine_rotates_shears_and_stretches_within_mxnets_ranges():

@@ -91,8 +91,12 @@ class Decode:
         """A RecordIO record's label, checked (raise ClientError naming `where`)."""
         raise NotImplementedError
 
+    def decode_image(self, raw: bytes, where: str):
+        """An image's bytes → an RGB PIL image (raise images.BadImage naming `where`)."""
+        return images.decode_rgb(raw, where)
+
     def decode_one(self, image, label, where: str, rng) -> tuple[np.ndarray, Any]:
-        """One decoded RGB image (PIL) and its label → (uint8 HxWx3 pixels, label)."""
+        """One decode_image result and its label → (uint8 HxWx3 pixels, label)."""
         raise NotImplementedError
 
     def collate(self, labels: list) -> np.ndarray:
@@ -119,7 +123,7 @@ class Decode:
         kept = []
         for i, (raw, label, w) in enumerate(zip(blobs, labels, where)):
             try:
-                image = images.decode_rgb(raw, w)
+                image = self.decode_image(raw, w)
             except images.BadImage as exc:
                 raise ClientError(str(exc)) from None
             if "size" in batch:  # labels normalised by a declared size (detection annotations)

@@ -76,21 +76,23 @@ class Decode(base.Decode):
             raise ClientError(problem)
         return label
 
+    def decode_image(self, raw: bytes, where: str):
+        # With `resize`, a JPEG at least twice the target is decoded at a reduced DCT scale,
+        # then resized to what a full decode would give (images.decode_rgb's draft)
+        return images.decode_rgb(raw, where, draft=self.resize)
+
     def decode_one(self, image, label, where, rng):
         height, width = self.height, self.width
-        if self.resize:
-            image = images.resize_shorter(image, self.resize)
-        if self.augment == "crop_color_transform":
-            image = images.random_affine(image, rng)
-            if image.size[0] < width or image.size[1] < height:
-                image = images.resize_shorter(image, max(height, width))
-        if image.size[0] < width or image.size[1] < height:
-            raise ClientError(
-                f"{where}: image is {image.size[0]}x{image.size[1]} after resize, smaller than "
-                f"image_shape {height}x{width}; set 'resize' to at least {max(height, width)}"
-            )
-        image = images.crop(image, height, width, rng)
-        pixels = np.asarray(image)
+        if self.augment == "crop_color_transform":  # resize, affine and crop in one warp
+            pixels = images.transform_crop(image, self.resize, height, width, rng)
+        else:
+            pixels = images.resize_shorter(image, self.resize) if self.resize else np.asarray(image)
+            if pixels.shape[1] < width or pixels.shape[0] < height:
+                raise ClientError(
+                    f"{where}: image is {pixels.shape[1]}x{pixels.shape[0]} after resize, smaller than "
+                    f"image_shape {height}x{width}; set 'resize' to at least {max(height, width)}"
+                )
+            pixels = images.crop(pixels, height, width, rng)
         if rng is not None and rng.random() < 0.5:
             pixels = pixels[:, ::-1]
         if self.augment in ("crop_color", "crop_color_transform"):
