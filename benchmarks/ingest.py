@@ -74,6 +74,30 @@ def full_decode(decode):
     return decode
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each process on this machine, grouped: this driver, Ray
+    workers (the decode tasks) and Ray's own processes (raylet, GCS, actors, agents)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(pid) == os.getpid():
+            group = "driver (batches to torch)"
+        elif cmd.startswith("ray::") and any(t in cmd for t in ("IDLE", "Read", "Map")):  # task workers
+            group = "Ray workers (read + decode)"
+        elif "ray" in cmd or "raylet" in cmd or "gcs_server" in cmd:
+            group = "Ray's own processes"
+        else:
+            continue
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def time_ray(ds, n: int) -> float:
     tic, seen = time.perf_counter(), 0
     for batch in ds.iter_torch_batches(batch_size=BATCH):
@@ -168,16 +192,26 @@ def main() -> None:
     ray.init(num_cpus=args.workers, include_dashboard=False)
     rows = []  # (source size, pipeline, augmentation, rates or why not, peer name)
 
-    def measure(make, n):
+    split = {}  # (source size, pipeline) → CPU ms per image by process group, over the timed epochs
+
+    def measure(make, n, name=None):
         time_ray(make(), n)  # warm-up: worker start-up is not ingest speed
-        return [time_ray(make(), n) for _ in range(args.repeats)]
+        before, tic = cpu_seconds(), time.perf_counter()
+        rates = [time_ray(make(), n) for _ in range(args.repeats)]
+        wall, after = time.perf_counter() - tic, cpu_seconds()
+        if name:
+            used = {k: (v - before.get(k, 0.0)) * 1000 / (n * args.repeats) for k, v in after.items()}
+            used["idle cores"] = wall * 1000 * args.workers / (n * args.repeats) - sum(used.values())
+            split[name] = used
+        return rates
 
     for size, (root, entries, rec_dir, _) in sets.items():
         channel = Channel("train", rec_dir, "application/x-recordio", "Pipe")
         for aug in AUGMENTATIONS:
             decode = Decode(hp(aug), training=True)
             rows.append((size, "raysight .rec", aug, measure(
-                lambda: data.channel_datasets(channel, None, decode, training=True)[0], len(entries)), "mxnet"))
+                lambda: data.channel_datasets(channel, None, decode, training=True)[0], len(entries),
+                (size, f".rec, {aug}") if aug == "crop" else None), "mxnet"))
         if size == "1280x720":
             decode = full_decode(Decode(hp("crop"), training=True))
             rows.append((size, "raysight .rec, full decode (no reduced scale)", "crop", measure(
@@ -185,7 +219,8 @@ def main() -> None:
         index = [{"id": e.index, "uri": os.path.join(root, e.path), "label": list(e.labels)} for e in entries]
         decode = Decode(hp("crop"), training=True)
         rows.append((size, "raysight images + .lst", "crop", measure(
-            lambda: data.channel_datasets(channel, index, decode, training=True)[0], len(entries)), "loader"))
+            lambda: data.channel_datasets(channel, index, decode, training=True)[0], len(entries),
+            (size, "images + .lst, crop")), "loader"))
     ray.shutdown()
     for size, (root, entries, rec_dir, _) in sets.items():
         for aug in AUGMENTATIONS:
@@ -193,7 +228,26 @@ def main() -> None:
                 args.mxnet_python, os.path.join(rec_dir, "train.rec"), args.workers, args.repeats, aug), None))
         rows.append((size, f"torch DataLoader, {args.workers} persistent workers", "crop", dataloader_rates(
             root, entries, Decode(hp("crop"), training=True), args.workers, args.repeats), None))
+    for size, (root, entries, _, _) in sets.items():
+        split[(size, "decode alone, 1 core")] = {"one process, decode only": decode_alone(root, entries)}
     print_table(rows, sets, args)
+    groups = sorted({g for used in split.values() for g in used})
+    print("\nWhere the cores went in the timed epochs (CPU ms per image):\n")
+    print("| source | pipeline | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))
+    for (size, name), used in split.items():
+        print(f"| {size} | {name} | " + " | ".join(f"{used[g]:.2f}" if g in used else "" for g in groups) + " |")
+
+
+def decode_alone(root, entries) -> float:
+    """CPU ms per image of raysight's decode (read, decode, resize, crop, flip) in one
+    loop: what any pipeline on these cores must spend per image."""
+    from raysight.algorithms.image_classification import Decode
+
+    dataset = TorchSet(root, entries, Decode(hp("crop"), training=True))
+    tic = time.process_time()
+    for i in range(len(dataset)):
+        dataset[i]
+    return (time.process_time() - tic) * 1000 / len(dataset)
 
 
 def print_table(rows, sets, args) -> None:
