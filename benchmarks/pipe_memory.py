@@ -77,7 +77,7 @@ def write_channel(work: str, name: str, n: int) -> str:
     from raysight.im2rec import pack_list
     from raysight.sample_data.photos import make_photos
 
-    root = os.path.join(work, f"{name}-images")
+    root = os.path.join(work, name + "-images")
     entries = make_photos(root, n, 500, 375, seed=n)
     channel = os.path.join(work, name)
     os.makedirs(channel)
@@ -85,11 +85,13 @@ def write_channel(work: str, name: str, n: int) -> str:
     with open(lst, "w") as f:
         f.write(format_lst(entries))
     pack_list(lst, root, False, pass_through=True, num_thread=os.cpu_count())
-    os.remove(lst)
+    os.makedirs(f"{channel}-lst")
+    os.replace(lst, f"{channel}-lst/train.lst")
     return channel
 
 
-def run_job(work: str, name: str, train: str, validation: str, n: int, augment: bool) -> dict[str, float]:
+def run_job(work: str, name: str, train: str, validation: str, n: int, augment: bool,
+            train_lst: str | None = None) -> dict[str, float]:
     import ray
 
     from raysight import sample_data
@@ -99,8 +101,13 @@ def run_job(work: str, name: str, train: str, validation: str, n: int, augment: 
           "num_layers": "18", "epochs": "1", "mini_batch_size": "64"}
     if augment:
         hp["augmentation_type"] = "crop"
-    channels = [sample_data.channel("train", train, "application/x-recordio"),
-                sample_data.channel("validation", validation, "application/x-recordio")]
+    if train_lst:  # images + .lst: decoded once when nothing is random (data.decoded_once)
+        channels = [sample_data.channel(name, uri, "application/x-image") for name, uri in (
+            ("train", train), ("train_lst", train_lst), ("validation", validation + "-images"),
+            ("validation_lst", validation + "-lst"))]
+    else:
+        channels = [sample_data.channel("train", train, "application/x-recordio"),
+                    sample_data.channel("validation", validation, "application/x-recordio")]
     request = sample_data.training_request(name, "image-classification", "Pipe", hp, channels, f"{work}/out")
     sampler = Sampler()
     sampler.start()
@@ -124,11 +131,16 @@ def main() -> None:
     sizes = (args.images, args.images * args.factor)
     channels = {n: write_channel(work, f"train-{n}", n) for n in sizes}
     rows = []
-    for augment in (True, False):  # streamed every epoch; decoded once (no augmentation_type)
+    for augment in (True, False):
         for n in sizes:
             mib = sum(os.path.getsize(os.path.join(channels[n], f)) for f in os.listdir(channels[n])) / 2**20
-            peaks = run_job(work, f"memory-{n}-{int(augment)}", channels[n], validation, n, augment)
-            rows.append((n, mib, "streamed (augmentation_type=crop)" if augment else "decoded once", peaks))
+            if augment:  # RecordIO, streamed
+                peaks = run_job(work, f"memory-{n}-rec", channels[n], validation, n, True)
+            else:
+                peaks = run_job(work, f"memory-{n}-lst", f"{channels[n]}-images", validation, n, False,
+                                train_lst=f"{channels[n]}-lst")
+            rows.append((n, mib, ".rec, streamed (augmentation_type=crop)" if augment
+                         else "images + .lst, decoded once (no augmentation_type)", peaks))
             print(rows[-1], flush=True)
     groups = ["driver", "Train worker", "Data task workers", "Ray's own processes", "object store", "spilled"]
     print("\nPeak memory (MiB) of a Pipe-mode job, one epoch, ResNet-18 at 3x32x32\n")
@@ -136,7 +148,7 @@ def main() -> None:
     for n, mib, path, peaks in rows:
         print(f"| {n} | {mib:.0f} | {path} | " + " | ".join(f"{peaks.get(g, 0):.0f}" for g in groups)
               + f" | {peaks['seconds']:.0f} |")
-    once = [peaks["object store"] for n, _, path, peaks in rows if path == "decoded once"]
+    once = [peaks["object store"] for n, _, path, peaks in rows if "decoded once" in path]
     per_image = (once[1] - once[0]) * 2**20 / (sizes[1] - sizes[0])
     print(f"\ndecoded once, measured: {per_image:.0f} bytes of object store per extra image (peak at 10x minus 1x)")
     from raysight import algorithms

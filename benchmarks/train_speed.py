@@ -87,7 +87,8 @@ def main() -> None:
     import ray
 
     with open(f"{root}/out/digits-resnet20/output/metrics.json") as f:
-        ray_times = [h["seconds"] for h in json.load(f)]
+        history = json.load(f)
+    ray_times = [h["seconds"] for h in history]
     hp = parse_hyperparameters(algorithms.get("image-classification").hyperparameters, request["HyperParameters"])
     in_worker = bare_loop_in_a_ray_train_worker(root, hp, args.epochs)
     ray.shutdown()
@@ -106,6 +107,8 @@ def main() -> None:
     w = statistics.median(in_worker[1:])
     print(f"| the same bare loop (incl. validation) inside a Ray Train worker, no Ray Data | {w:.2f} | "
           f"{', '.join(f'{t:.2f}' for t in in_worker)} | {r / w:.2f}x |")
+    print(f"\nraysight's epochs 1..: waiting for data {statistics.median(h['data_wait_seconds'] for h in history[1:]):.2f} s"
+          f", validation {statistics.median(h['validation_seconds'] for h in history[1:]):.2f} s (medians)")
 
 
 def bare_loop_in_a_ray_train_worker(root: str, hp: dict, epochs: int) -> list[float]:

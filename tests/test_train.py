@@ -21,15 +21,21 @@ def trained(ray_cluster, digits_small, tmp_path_factory):
 
 @pytest.mark.slow
 def test_job_completes_with_sagemaker_metric_lines(trained):
-    proc, _, _ = trained
+    proc, out, _ = trained
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = proc.stdout + proc.stderr
     for epoch in range(4):
         assert re.search(rf"Epoch\[{epoch}\] Train-accuracy=[0-9.]+", logs)
         assert re.search(rf"Epoch\[{epoch}\] Validation-accuracy=[0-9.]+", logs)
         assert re.search(rf"Epoch\[{epoch}\] Time cost=[0-9.]+", logs)
+        assert re.search(rf"Epoch\[{epoch}\] of which validation=[0-9.]+s, waiting for data=[0-9.]+s", logs)
     assert re.search(r"Epoch\[0\] Batch \[\d+\]\tSpeed: [0-9.]+ samples/sec\taccuracy=[0-9.]+", logs)
     assert "Storing the best model with validation accuracy:" in logs
+    with open(out / "tiny-job" / "output" / "metrics.json") as f:
+        history = json.load(f)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    for h in history:  # where each epoch's time went (benchmarks attribute from these)
+        assert 0 < h["validation_seconds"] < h["seconds"] and 0 <= h["data_wait_seconds"] < h["seconds"]
 
 
 @pytest.mark.slow

@@ -91,7 +91,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         batches = train_shard.iter_torch_batches(
             batch_size=batch_size, device=device, local_shuffle_buffer_size=config.get("shuffle_buffer"),
             local_shuffle_seed=None if seed is None else seed + epoch)  # reproducible, new each epoch
-        for b, batch in enumerate(synced(batches, failures, stop)):
+        waited = [0.0]  # seconds this epoch spent waiting for the next batch (train + validation)
+        for b, batch in enumerate(synced(batches, failures, stop, waited)):
             batch = algo.prepare_batch(batch, hp, training=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = model(batch["image"])
@@ -122,20 +123,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         metrics = meter.compute()
 
         # 2. validate (unwrapped model: no DDP collectives, shares may differ in size)
+        validation_start = time.time()
         model.eval()
         meter = algo.meter(hp, "validation", net)
         with torch.inference_mode(), failures.catch():
-            for batch in val_shard.iter_torch_batches(batch_size=batch_size, device=device):
+            for batch in timed(val_shard.iter_torch_batches(batch_size=batch_size, device=device), waited):
                 batch = algo.prepare_batch(batch, hp, training=False)
                 meter.update(net(batch["image"]).float(), batch)
         if failures.agreed():
             break
         metrics.update(meter.compute())
         seconds = time.time() - tic
+        timings = {"seconds": seconds, "validation_seconds": time.time() - validation_start,
+                   "data_wait_seconds": waited[0]}
 
         # 3. log, checkpoint, report
         for line in algo.log_epoch(epoch, metrics, seconds, hp):
             log(line, flush=True)
+        log(f"Epoch[{epoch}] of which validation={timings['validation_seconds']:.3f}s, "
+            f"waiting for data={timings['data_wait_seconds']:.3f}s", flush=True)
         improved, since_best = progress.update(metrics[objective])
         best = progress.best
         if improved:
@@ -143,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         frequency = _frequency_epoch(hp, epoch)
         metrics.update(epoch=epoch, best=best, is_best=improved, is_frequency=frequency,
                        keep_score=keep_score(epoch, improved, frequency))
-        history.append({k: v for k, v in metrics.items() if ":" in k} | {"epoch": epoch, "seconds": seconds})
+        history.append({k: v for k, v in metrics.items() if ":" in k} | {"epoch": epoch, **timings})
         state = {"epoch": epoch, "best": best, "since_best": since_best, "improved": improved,
                  "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         # every epoch checkpoints (Ray Train keeps the latest, for a restart) ...
@@ -217,10 +223,24 @@ class DataFailures:
 END, STOP, BAD_DATA = 1, 2, 3
 
 
-def synced(batches, failures: DataFailures, stop: "StopCheck"):
+def timed(batches, waited: list[float]):
+    """Yield batches, adding the seconds spent waiting for each to waited[0]."""
+    it = iter(batches)
+    while True:
+        tic = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        finally:
+            waited[0] += time.perf_counter() - tic
+        yield batch
+
+
+def synced(batches, failures: DataFailures, stop: "StopCheck", waited: list[float]):
     """Yield batches while every worker still has one, none met bad data and no stop
     was asked for, so DDP workers never wait on a peer that has left the loop."""
-    it = iter(batches)
+    it = timed(batches, waited)
     while True:
         status = 0
         try:
