@@ -59,6 +59,7 @@ def bare_epochs(root: str, base: str, counts: dict, batch: int, epochs: int) -> 
 
     from raysight import images
     from raysight.models import ssd
+    from raysight.train.loop import timed  # the loop's own data-wait clock
 
     splits = split_rows(root, base, counts, batch)
     torch.manual_seed(0)
@@ -84,10 +85,10 @@ def bare_epochs(root: str, base: str, counts: dict, batch: int, epochs: int) -> 
 
     epochs_out = []
     for _ in range(epochs):
-        spent = {"seconds": 0.0, "validation": 0.0, "data wait": 0.0}
+        waited = [0.0]  # the bare loop's data wait: its decode and augmentation, in line
         tic = time.perf_counter()
         model.train()
-        for xs, targets in timed(batches("train", shuffle=True), spent):
+        for xs, targets in timed(batches("train", shuffle=True), waited):
             loss = sum(model(xs, targets).values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,26 +96,11 @@ def bare_epochs(root: str, base: str, counts: dict, batch: int, epochs: int) -> 
         validation_start = time.perf_counter()
         model.eval()
         with torch.inference_mode():
-            for xs, _ in timed(batches("validation", shuffle=False), spent):
+            for xs, _ in timed(batches("validation", shuffle=False), waited):
                 model(xs)
-        spent["validation"] = time.perf_counter() - validation_start
-        spent["seconds"] = time.perf_counter() - tic
-        epochs_out.append(spent)
+        epochs_out.append({"seconds": time.perf_counter() - tic, "data wait": waited[0],
+                           "validation": time.perf_counter() - validation_start})
     return epochs_out
-
-
-def timed(batches, spent: dict):
-    """The bare loop's data wait: its decode and augmentation run in line, between steps."""
-    it = iter(batches)
-    while True:
-        tic = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        finally:
-            spent["data wait"] += time.perf_counter() - tic
-        yield batch
 
 
 def main() -> None:
