@@ -79,6 +79,15 @@ def shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return max(1, round(w * shorter / h)), shorter
 
 
+def decode_scale(full: tuple[int, int], decoded: tuple[int, int]) -> int:
+    """The DCT scale (1, 2, 4 or 8) that decoded a full (width, height) JPEG into `decoded`:
+    libjpeg rounds a scaled size up."""
+    for s in (1, 2, 4, 8):
+        if (-(-full[0] // s), -(-full[1] // s)) == tuple(decoded):
+            return s
+    raise ValueError(f"{decoded} is no DCT scale of {full}")
+
+
 def resize(pixels: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 HxWx3 → (width, height), bilinear, as MXNet's ImageRecordIter resizes.
     `extent`: the full image's (width, height) when `pixels` is a reduced-scale decode of
@@ -91,7 +100,7 @@ def resize(pixels: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | 
     full_w, full_h = extent or (w, h)
     if (w, h) == tuple(size) == (full_w, full_h):
         return pixels
-    scale = max(1, round(full_w / w))  # source pixels per decoded pixel (DCT scale 1, 2, 4 or 8)
+    scale = decode_scale((full_w, full_h), (w, h))  # source pixels per decoded pixel
     k = min(full_w // (scale * size[0]), full_h // (scale * size[1]))
     if k >= 2:
         pixels = pixels[: h - h % k, : w - w % k]
@@ -188,7 +197,7 @@ def transform_crop(image: Image.Image, resize: int | None, height: int, width: i
     full_w, full_h = image.info.get("full_size", image.size)
     pixels = np.asarray(image)
     target = shorter_side_size((full_w, full_h), resize) if resize else (full_w, full_h)
-    scale = max(1, round(full_w / pixels.shape[1]))  # a reduced-scale decode's DCT scale
+    scale = decode_scale((full_w, full_h), image.size)  # a reduced-scale decode's
     k = min(full_w // (scale * target[0]), full_h // (scale * target[1]))
     if k >= 2:  # average whole blocks first, as resize does, so the warp skips no pixels
         h, w = pixels.shape[:2]

@@ -145,3 +145,20 @@ def test_transform_crop_is_resize_then_affine_then_crop_in_one_warp(width, heigh
         assert fused.shape == steps.shape == (224, 224, 3)
         assert psnr(fused, steps) >= 32, (seed, psnr(fused, steps))  # measured 35-41 dB
         assert psnr(fused[4:, 4:], steps[:-4, :-4]) < 25  # 4 pixels off: 16-20 dB
+
+
+def test_tiny_jpegs_at_every_dct_scale_keep_their_full_decode_size_and_geometry():
+    """Scaled sizes round up (libjpeg), so the last decoded pixel covers a clipped block;
+    the resize still gives a full decode's size, sampled at the same places."""
+    for width, height, target, scale in ((17, 16, 2, 8), (40, 30, 6, 4), (23, 20, 5, 4), (30, 26, 7, 2),
+                                         (61, 47, 3, 8)):
+        y, x = np.mgrid[0:height, 0:width]
+        ramp = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], -1).astype(np.uint8)
+        buf = io.BytesIO()
+        images.Image.fromarray(ramp).save(buf, "JPEG", quality=95)
+        reduced = images.decode_rgb(buf.getvalue(), draft=target)
+        assert images.decode_scale((width, height), reduced.size) == scale
+        fast = images.resize_shorter(reduced, target)
+        full = images.resize_shorter(images.decode_rgb(buf.getvalue()), target)
+        assert fast.shape == full.shape and fast.shape[:2][::-1] == images.shorter_side_size((width, height), target)
+        assert np.abs(fast.astype(int) - full.astype(int)).mean() <= 6, (width, height, target)
