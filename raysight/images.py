@@ -93,19 +93,13 @@ def resize(pixels: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | 
     `extent`: the full image's (width, height) when `pixels` is a reduced-scale decode of
     it (each pixel then covers an s x s block, the last ones clipped); the output samples
     the same points of the full image as a full decode would. A downscale of 2x or more
-    first averages whole k x k blocks (OpenCV's INTER_AREA at an integer factor), so the
-    bilinear step never skips source pixels (no aliasing)."""
+    first averages whole blocks (_box_reduce), so the bilinear step does not alias."""
     cv = cv2()
     h, w = pixels.shape[:2]
     full_w, full_h = extent or (w, h)
     if (w, h) == tuple(size) == (full_w, full_h):
         return pixels
-    scale = decode_scale((full_w, full_h), (w, h))  # source pixels per decoded pixel
-    k = min(full_w // (scale * size[0]), full_h // (scale * size[1]))
-    if k >= 2:
-        pixels = pixels[: h - h % k, : w - w % k]
-        pixels = cv.resize(pixels, (pixels.shape[1] // k, pixels.shape[0] // k), interpolation=cv.INTER_AREA)
-        scale *= k
+    pixels, scale = _box_reduce(pixels, (full_w, full_h), size)
     if pixels.shape[1] * scale == full_w and pixels.shape[0] * scale == full_h:
         return cv.resize(pixels, tuple(size), interpolation=cv.INTER_LINEAR)
     # clipped blocks: output pixel j's centre is at full-image x = (j + 0.5) * full_w / width,
@@ -114,6 +108,19 @@ def resize(pixels: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | 
     matrix = np.array([[ax, 0.0, 0.5 * ax - 0.5], [0.0, ay, 0.5 * ay - 0.5]])
     return cv.warpAffine(pixels, matrix, tuple(size), flags=cv.INTER_LINEAR | cv.WARP_INVERSE_MAP,
                          borderMode=cv.BORDER_REPLICATE)
+
+
+def _box_reduce(pixels: np.ndarray, full: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """(pixels, full-image pixels per pixel) after averaging whole k x k blocks when the
+    way from `pixels` down to `size` is 2x or more, so a bilinear step after it skips no
+    source pixels; the blocks are OpenCV's INTER_AREA at an integer factor (fast)."""
+    scale = decode_scale(full, (pixels.shape[1], pixels.shape[0]))
+    k = min(full[0] // (scale * size[0]), full[1] // (scale * size[1]))
+    if k < 2:
+        return pixels, scale
+    h, w = pixels.shape[:2]
+    cv = cv2()
+    return cv.resize(pixels[: h - h % k, : w - w % k], (w // k, h // k), interpolation=cv.INTER_AREA), scale * k
 
 
 def resize_shorter(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
@@ -197,12 +204,7 @@ def transform_crop(image: Image.Image, resize: int | None, height: int, width: i
     full_w, full_h = image.info.get("full_size", image.size)
     pixels = np.asarray(image)
     target = shorter_side_size((full_w, full_h), resize) if resize else (full_w, full_h)
-    scale = decode_scale((full_w, full_h), image.size)  # a reduced-scale decode's
-    k = min(full_w // (scale * target[0]), full_h // (scale * target[1]))
-    if k >= 2:  # average whole blocks first, as resize does, so the warp skips no pixels
-        h, w = pixels.shape[:2]
-        pixels = cv2().resize(pixels[: h - h % k, : w - w % k], (w // k, h // k), interpolation=cv2().INTER_AREA)
-        scale *= k
+    pixels, scale = _box_reduce(pixels, (full_w, full_h), target)  # so the warp skips no pixels
     to_target = np.diag([target[0] * scale / full_w, target[1] * scale / full_h, 1.0])
     affine, (out_w, out_h) = _random_affine(target, rng)
     grow = max(1.0, max(height, width) / min(out_w, out_h)) if out_w < width or out_h < height else 1.0
