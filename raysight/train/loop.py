@@ -133,9 +133,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         if failures.agreed():
             break
         metrics.update(meter.compute())
-        seconds = time.time() - tic
-        timings = {"seconds": seconds, "validation_seconds": time.time() - validation_start,
-                   "data_wait_seconds": waited[0]}
+        end = time.time()
+        seconds = end - tic
+        timings = {"seconds": seconds, "validation_seconds": end - validation_start, "data_wait_seconds": waited[0]}
 
         # 3. log, checkpoint, report
         for line in algo.log_epoch(epoch, metrics, seconds, hp):
