@@ -32,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("request", help="CreateTrainingJob JSON (path, file:// or s3:// URI)")
     p.add_argument("--validate-only", action="store_true", help="check the request and stop, training nothing")
 
-    p = sub.add_parser("serve", help="host a model.tar.gz behind SageMaker's /ping and /invocations",
-                       description="Serve a raysight model.tar.gz with Ray Serve: GET /ping, POST /invocations "
-                                   "(image/jpeg, image/png, application/x-image). Ctrl-C or SIGTERM stops it. "
-                                   "Models of a plugin algorithm need RAYSIGHT_ALGORITHMS set as for training.")
-    p.add_argument("model", help="model.tar.gz path or URI")
+    p = sub.add_parser("serve", help="host a model.tar.gz: SageMaker's hosting contract and InvokeEndpoint",
+                       description="Serve a raysight model.tar.gz (path or s3:// URI) with Ray Serve: GET /ping, "
+                                   "POST /invocations, GET /execution-parameters, and boto3's sagemaker-runtime "
+                                   "invoke_endpoint at POST /endpoints/NAME/invocations. Dynamic batching, "
+                                   "replicas or autoscaling, GPU replicas, multi-model endpoints. Ctrl-C or SIGTERM "
+                                   "answers what is in flight, then stops. Models of a plugin algorithm need "
+                                   "RAYSIGHT_ALGORITHMS set as for training.",
+                       epilog="Each flag is also a setting of serve_configs/*.yaml (args:, with _ for -).")
+    p.add_argument("model", help="model.tar.gz path or URI; with --multi-model a folder or prefix of them")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, as SageMaker)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept remote clients)")
-
+    add_serve_options(p)
     p = sub.add_parser("tune", help="run a CreateHyperParameterTuningJob request with Ray Tune",
                        description="Run a SageMaker CreateHyperParameterTuningJob request: each trial is a real "
                                    "training job. Writes <S3OutputPath>/<TuningJobName>/{tuning-job.json,"
@@ -117,16 +121,59 @@ def cmd_train(args) -> int:
     return {"Completed": 0, "Stopped": 3}.get(record["TrainingJobStatus"], 1)
 
 
+def add_serve_options(p) -> None:
+    from raysight.serve.options import ServeOptions
+
+    d = ServeOptions()
+    p.add_argument("--name", default=d.name, help=f"endpoint name for /endpoints/NAME/invocations (default {d.name})")
+    p.add_argument("--variant", default=d.variant, help=f"production variant name answered (default {d.variant})")
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
+                   help=f"dynamic batching: most requests per forward pass (default {d.max_batch_size}; 1 = off)")
+    p.add_argument("--batch-wait-timeout-ms", type=float, default=d.batch_wait_timeout_ms,
+                   help=f"how long a batch waits to fill (default {d.batch_wait_timeout_ms:g} ms)")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s,
+                   help=f"longest answer before a 504 (default {d.timeout_s:g} s, as SageMaker)")
+    p.add_argument("--replicas", type=int, default=d.replicas, help="fixed replica count (default 1)")
+    p.add_argument("--min-replicas", type=int, help="autoscaling lower bound (with --max-replicas)")
+    p.add_argument("--max-replicas", type=int, help="autoscaling upper bound (with --min-replicas)")
+    p.add_argument("--target-ongoing-requests", type=float, default=d.target_ongoing_requests,
+                   help=f"autoscaling: in-flight requests per replica aimed at (default {d.target_ongoing_requests:g})")
+    p.add_argument("--cpus-per-replica", type=float, default=d.cpus_per_replica,
+                   help=f"CPUs per replica, also its torch threads (default {d.cpus_per_replica:g})")
+    p.add_argument("--gpus-per-replica", type=float, default=d.gpus_per_replica,
+                   help="GPUs per replica, fractional allowed; GPU replicas run in half precision (default 0)")
+    p.add_argument("--multi-model", action="store_true",
+                   help="serve every *.tar.gz under MODEL, picked by X-Amzn-SageMaker-Target-Model")
+    p.add_argument("--max-models-per-replica", type=int, default=d.max_models_per_replica,
+                   help=f"multi-model: loaded models kept per replica, least recently used dropped "
+                        f"(default {d.max_models_per_replica})")
+
+
+def serve_options(args):
+    from dataclasses import fields
+
+    from raysight.serve.options import ServeOptions
+
+    opts = ServeOptions(**{f.name: getattr(args, f.name) for f in fields(ServeOptions)})
+    opts.check()
+    return opts
+
+
 def cmd_serve(args) -> int:
     import signal
     import threading
 
     from ray import serve
 
+    from raysight.cluster import ensure_ray
+    from raysight.errors import ClientError
     from raysight.serve import app
 
-    from raysight.cluster import ensure_ray
-
+    try:
+        opts = serve_options(args)
+    except ClientError as exc:
+        print(f"ClientError: {exc}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
     ensure_ray()
     # After ray.init, which installs handlers of its own, and before the deployment starts,
@@ -134,9 +181,18 @@ def cmd_serve(args) -> int:
     # while it is coming up still ends in a clean Serve shutdown, leaving no app behind.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    app.run(args.model, host=args.host, port=args.port)
-    print(f"Serving {args.model} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
+    ready = app.run(args.model, host=args.host, port=args.port, options=opts)
+    if ready["error"]:
+        print(f"ClientError: cannot serve {args.model}: {ready['error']}", file=sys.stderr, flush=True)
+        serve.shutdown()
+        return 2
+    print(f"Serving {args.model} as endpoint '{opts.name}' on http://{args.host}:{args.port} (GET /ping, "
+          f"POST /invocations, POST /endpoints/{opts.name}/invocations)", flush=True)
     stop.wait()
+    # Deleting the app first drains it: the route goes, and each replica answers the requests
+    # it holds before it stops (graceful_shutdown_timeout_s); serve.shutdown() alone drops them.
+    print("Stopping: answering the requests in flight...", flush=True)
+    serve.delete(opts.name)
     serve.shutdown()
     print("Stopped.", flush=True)
     return 0

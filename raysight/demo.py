@@ -67,7 +67,7 @@ def classify_over_http(port: int, data_root: str, model: str) -> tuple[float, in
     """(HTTP accuracy, answers equal to a direct call of the served model, images)."""
     import numpy as np
 
-    from raysight import algorithms, images
+    from raysight import algorithms
 
     algo, net, meta = algorithms.load_model(model)
     predictor = algo.predictor(net, meta)
@@ -78,7 +78,7 @@ def classify_over_http(port: int, data_root: str, model: str) -> tuple[float, in
         with open(os.path.join(data_root, "validation", e.path), "rb") as f:
             body = f.read()
         probs = invoke(port, body, "image/png")
-        [direct] = predictor.predict_batch([images.decode_rgb(body)])
+        [direct] = predictor.predict_batch([predictor.decode(body, "request body")])
         predicted = max(range(len(probs)), key=probs.__getitem__)
         correct += predicted == int(e.labels[0])
         agree += bool(np.allclose(probs, direct, atol=1e-5))

@@ -27,6 +27,10 @@ class BadImage(ValueError):
     pass
 
 
+class UnsupportedImage(BadImage):
+    """A decodable image in a format the caller does not take (e.g. GIF where JPEG/PNG are asked for)."""
+
+
 def cv2():
     """OpenCV, limited to one thread: decoding runs in one-CPU Ray tasks, and OpenCV's own
     thread pool would oversubscribe the cores Ray handed out."""
@@ -37,7 +41,8 @@ def cv2():
     return module
 
 
-def decode_rgb(data: bytes, source: str = "image", draft: int | None = None) -> Image.Image:
+def decode_rgb(data: bytes, source: str = "image", draft: int | None = None,
+               formats: tuple[str, ...] | None = None) -> Image.Image:
     """Decode JPEG/PNG bytes into RGB; grayscale, palette, RGBA, CMYK and 16-bit images
     are converted (SageMaker needs 3 channels); anything undecodable raises BadImage. An
     image whose header declares more than PIL's MAX_IMAGE_PIXELS is refused from the
@@ -46,7 +51,10 @@ def decode_rgb(data: bytes, source: str = "image", draft: int | None = None) -> 
     `draft`: the caller needs only a shorter side of this many pixels, so a JPEG is decoded
     at the smallest DCT scale (1/2, 1/4, 1/8) that still gives at least that (libjpeg-turbo's
     scaled decode, through PIL's `draft`). `image.info["full_size"]` keeps the size the
-    header declares, so callers can size their output as a full decode would."""
+    header declares, so callers can size their output as a full decode would.
+
+    `formats`: PIL format names taken (e.g. ("JPEG", "PNG")); others raise UnsupportedImage
+    from the header, before any pixel is decoded."""
     if not data:
         raise BadImage(f"{source}: cannot decode image (0 bytes)")
     limit = Image.MAX_IMAGE_PIXELS
@@ -55,11 +63,16 @@ def decode_rgb(data: bytes, source: str = "image", draft: int | None = None) -> 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))  # reads the header only
         full_size = image.size
+        kind = "JPEG" if image.format == "MPO" else image.format  # MPO: a camera's multi-picture JPEG
+        if formats and kind not in formats:
+            raise UnsupportedImage(f"{source}: {kind} images are not accepted; send {' or '.join(formats)}")
         if limit and full_size[0] * full_size[1] > limit:
             raise Image.DecompressionBombError(limit)
         if draft and image.format == "JPEG" and min(full_size) >= 2 * draft:
             image.draft(None, (draft, draft))
         image.load()
+    except BadImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"{source}: image header declares more than {limit} pixels (a decompression bomb); "
                        "not decoded") from None

@@ -13,7 +13,7 @@ import pytest
 
 from raysight.formats.lst import parse_lst
 from tests.conftest import ROOT, free_port, run_cli, write_json
-from tests.test_serve import ping, post
+from tests.test_serve import ping, post, runtime
 
 PLUGIN_ENV = {"RAYSIGHT_ALGORITHMS": "digit_is_high",
               "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests", "plugins"), os.environ.get("PYTHONPATH", "")])}
@@ -64,6 +64,12 @@ def test_a_plugin_algorithm_trains_and_serves(ray_cluster, digits_small, tmp_pat
         assert status == 200 and ctype.startswith("application/json"), body
         answer = json.loads(body)
         assert set(answer) == {"high"} and 0.0 <= answer["high"] <= 1.0
+        # The predictor's custom attributes come back through boto3's sagemaker-runtime.
+        with open(os.path.join(root, "validation", first.path), "rb") as f:
+            reply = runtime(port).invoke_endpoint(EndpointName="raysight", ContentType="image/png", Body=f.read(),
+                                                  CustomAttributes="threshold=0.5")
+        assert reply["CustomAttributes"] == "seen=threshold=0.5"
+        assert json.loads(reply["Body"].read()) == answer
     finally:
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=60)

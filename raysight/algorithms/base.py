@@ -28,6 +28,7 @@ from raysight.hyperparams import Param
 
 SPLITS = ("train", "validation")
 JSON, JSONLINES = "application/json", "application/jsonlines"
+SERVED_FORMATS = ("JPEG", "PNG")  # what SageMaker's built-in algorithms take for inference
 
 def warn_if_async(hp: dict[str, Any]) -> None:
     """kv_store=dist_async is accepted (SageMaker's value) but cannot be honoured."""
@@ -64,7 +65,15 @@ class PredictorProtocol(Protocol):
 
     accepts: tuple[str, ...]
 
+    def decode(self, body: bytes, where: str) -> Any: ...
+
+    def prepare(self, picture) -> tuple[np.ndarray, tuple[int, int]]: ...
+
+    def predict_prepared(self, prepared: list) -> list[Any]: ...
+
     def predict_batch(self, pictures: list) -> list[Any]: ...
+
+    def custom_attributes(self, attributes: str | None) -> str | None: ...
 
     def render(self, result: Any, accept: str) -> tuple[bytes, str]: ...
 
@@ -187,9 +196,11 @@ class SumMeter:
 
 
 class Predictor:
-    """The shared half of serving: decoded images → resized to the network input (no
-    crop, aspect not kept) → normalised → one forward pass for the batch → `answer` per
-    image. JSON Lines is `{"prediction": ...}` on one line for every algorithm."""
+    """The shared half of serving: a decoded image → `prepare` (resized to the network input,
+    no crop, aspect not kept, as SageMaker's built-ins) → `predict_prepared` (one forward pass
+    for the whole batch) → `answers`. Serving and batch transform both run these steps, so an
+    image gets the same answer alone, in a dynamic batch, or in a transform job. JSON Lines
+    is `{"prediction": ...}` on one line for every algorithm."""
 
     accepts: tuple[str, ...] = (JSON, JSONLINES)
 
@@ -198,13 +209,38 @@ class Predictor:
         self.hp = meta["hyperparameters"]
         _, self.height, self.width = input_shape
 
-    def predict_batch(self, pictures: list) -> list[Any]:
+    def decode(self, body: bytes, where: str):
+        """Request bytes → an RGB image, JPEGs decoded at the smallest DCT scale that still
+        covers the network input (raises images.BadImage)."""
+        return images.decode_rgb(body, where, draft=max(self.height, self.width), formats=SERVED_FORMATS)
+
+    def prepare(self, picture) -> tuple[np.ndarray, tuple[int, int]]:
+        """A decoded image → (uint8 HxWx3 network input, the original (width, height))."""
+        full = picture.info.get("full_size", picture.size)
+        pixels = images.resize(np.asarray(picture), (self.width, self.height), extent=full)
+        return pixels, full
+
+    def predict_prepared(self, prepared: list[tuple[np.ndarray, tuple[int, int]]]) -> list[Any]:
         import torch
 
-        pixels = np.stack([np.asarray(p.resize((self.width, self.height), images.Image.BILINEAR)) for p in pictures])
+        param = next(self.model.parameters(), None)
+        device, dtype = (param.device, param.dtype) if param is not None else ("cpu", torch.float32)
+        pixels = torch.from_numpy(np.stack([p for p, _ in prepared])).to(device)
         with torch.inference_mode():
-            outputs = self.model(images.normalize(torch.from_numpy(pixels)))
-        return [self.answer(out, picture.size) for out, picture in zip(outputs, pictures)]
+            outputs = self.model(images.normalize(pixels).to(dtype))
+        return self.answers(outputs.float(), [size for _, size in prepared])
+
+    def predict_batch(self, pictures: list) -> list[Any]:
+        return self.predict_prepared([self.prepare(p) for p in pictures])
+
+    def custom_attributes(self, attributes: str | None) -> str | None:
+        """The X-Amzn-SageMaker-Custom-Attributes to answer with, given the request's (None: none;
+        the built-ins, as SageMaker's, send none back)."""
+        return None
+
+    def answers(self, outputs, sizes: list[tuple[int, int]]) -> list[Any]:
+        """The batch's network outputs → one answer per image (override to batch the work)."""
+        return [self.answer(out, size) for out, size in zip(outputs, sizes)]
 
     def answer(self, output, size: tuple[int, int]) -> Any:
         """One image's network output (and its original width, height) → its answer."""

@@ -318,25 +318,26 @@ def multibox_loss(outputs: torch.Tensor, labels: torch.Tensor, anchors: torch.Te
 def detect(outputs: torch.Tensor, anchors: torch.Tensor, nms_threshold: float, score_threshold: float = 0.01,
            candidates: int = 200, keep: int = 200) -> list[torch.Tensor]:
     """Per image (K, 6) rows [class, score, xmin, ymin, xmax, ymax], normalised
-    corners, after per-class NMS at `nms_threshold`, highest score first."""
+    corners, after per-class NMS at `nms_threshold`, highest score first. The whole
+    batch is one `batched_nms` call (each image and class its own group), so an image's
+    rows do not depend on which other images share its batch."""
     from torchvision.models.detection import _utils as det_utils
     from torchvision.ops import batched_nms
 
+    n, a = outputs.shape[:2]
     coder = det_utils.BoxCoder(BOX_WEIGHTS)
+    boxes = coder.decode_single(outputs[..., :4].float().reshape(-1, 4), anchors.repeat(n, 1)).view(n, a, 4)
+    boxes = boxes.clamp_(0, 1)
+    scores = outputs[..., 4:].float().softmax(-1)[..., 1:]  # drop background: (n, anchors, classes)
+    classes = scores.shape[-1]
+    top, where = scores.topk(min(candidates, a), dim=1)  # each image's and class's best candidates
+    image = torch.arange(n, device=top.device).view(n, 1, 1).expand_as(where)
+    cls = torch.arange(classes, device=top.device).view(1, 1, classes).expand_as(where)
+    mask = top > score_threshold
+    b, s, img, c = boxes[image[mask], where[mask]], top[mask], image[mask], cls[mask]
+    kept = batched_nms(b, s, img * classes + c, nms_threshold)  # sorted by score
     results = []
-    for reg, logits in zip(outputs[..., :4].float(), outputs[..., 4:].float()):
-        boxes = coder.decode_single(reg, anchors).clamp_(0, 1)
-        scores = logits.softmax(-1)[:, 1:]  # drop background
-        rows_b, rows_s, rows_c = [], [], []
-        for c in range(scores.shape[1]):
-            s = scores[:, c]
-            idx = torch.where(s > score_threshold)[0]
-            if len(idx) > candidates:
-                idx = idx[s[idx].topk(candidates).indices]
-            rows_b.append(boxes[idx])
-            rows_s.append(s[idx])
-            rows_c.append(torch.full((len(idx),), c, device=s.device))
-        b, s, c = torch.cat(rows_b), torch.cat(rows_s), torch.cat(rows_c)
-        kept = batched_nms(b, s, c, nms_threshold)[:keep]  # sorted by score
-        results.append(torch.cat([c[kept, None].float(), s[kept, None], b[kept]], dim=1))
+    for i in range(n):
+        mine = kept[img[kept] == i][:keep]
+        results.append(torch.cat([c[mine, None].float(), s[mine, None], b[mine]], dim=1))
     return results

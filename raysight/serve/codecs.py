@@ -4,6 +4,9 @@ from __future__ import annotations
 from raysight.formats import IMAGE_TYPES
 
 
+MAX_PAYLOAD = 6 * 1024 * 1024  # InvokeEndpoint's limit, 6 MiB
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)

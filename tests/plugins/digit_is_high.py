@@ -57,6 +57,10 @@ class Answer(base.Predictor):
 
         return {"high": round(float(torch.sigmoid(output[0])), 6)}
 
+    def custom_attributes(self, attributes):
+        """Echoes the request's X-Amzn-SageMaker-Custom-Attributes, as a custom container may."""
+        return f"seen={attributes}" if attributes else None
+
 
 class DigitIsHigh(base.Algorithm):
     name = "digit-is-high"

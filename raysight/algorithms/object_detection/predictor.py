@@ -14,12 +14,12 @@ class Detector(base.Predictor):
 
     accepts = (base.JSON, ANNOTATION, base.JSONLINES)
 
-    def answer(self, output, size):
+    def answers(self, outputs, sizes):
         from raysight.models import ssd
 
-        rows = ssd.detect(output[None], self.model.anchors, self.hp["nms_threshold"])[0]
-        return {"rows": [[float(c), round(float(s), 6), *(round(float(v), 6) for v in box)]
-                         for c, s, *box in rows.tolist()], "size": size}
+        found = ssd.detect(outputs, self.model.anchors.to(outputs.device), self.hp["nms_threshold"])
+        return [{"rows": [[float(c), round(float(s), 6), *(round(float(v), 6) for v in box)]
+                          for c, s, *box in rows.tolist()], "size": size} for rows, size in zip(found, sizes)]
 
     def prediction(self, result):
         return result["rows"]
