@@ -44,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, as SageMaker)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept remote clients)")
     add_serve_options(p)
+    p = sub.add_parser("transform", help="run a CreateTransformJob request (batch transform on Ray Data)",
+                       description="Run a SageMaker CreateTransformJob request: every object under TransformInput "
+                                   "(S3Prefix or ManifestFile, one image each) is answered as the endpoint answers "
+                                   "it, into <S3OutputPath>/<key>.out, plus <S3OutputPath>/transform-job.json. "
+                                   "Exit 0 when every object is answered, 1 when the job fails, 3 when stopped.",
+                       epilog="Example: raysight transform jobs/transform-digits.json --model "
+                              "data/output/digits-resnet20/output/model.tar.gz")
+    p.add_argument("request", help="CreateTransformJob JSON (path, file:// or s3:// URI)")
+    p.add_argument("--model", required=True, help="the model.tar.gz (path or URI) that ModelName stands for")
+
     p = sub.add_parser("tune", help="run a CreateHyperParameterTuningJob request with Ray Tune",
                        description="Run a SageMaker CreateHyperParameterTuningJob request: each trial is a real "
                                    "training job. Writes <S3OutputPath>/<TuningJobName>/{tuning-job.json,"
@@ -198,6 +208,25 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_transform(args) -> int:
+    from raysight.errors import ClientError
+    from raysight.job_request import load_request
+    from raysight.serve.codecs import EXECUTION_PARAMETERS
+    from raysight.transform import job
+    from raysight.transform.request import parse
+
+    try:
+        request = load_request(args.request)
+        parse(request, args.model, EXECUTION_PARAMETERS)  # refused before any cluster time is spent
+    except ClientError as exc:
+        print(f"ClientError: {exc}", file=sys.stderr)
+        return 2
+    record = job.run(request, args.model)
+    print(json.dumps({k: record.get(k) for k in ("TransformJobName", "TransformJobStatus", "FailureReason",
+                                                  "TransformOutput")}, indent=2))
+    return {"Completed": 0, "Stopped": 3}.get(record["TransformJobStatus"], 1)
+
+
 def cmd_tune(args) -> int:
     from raysight import tune
     from raysight.errors import ClientError
@@ -274,7 +303,7 @@ def cmd_demo(args) -> int:
     return run_demo(args.workdir, port=args.port, epochs=args.epochs)
 
 
-COMMANDS = {"train": cmd_train, "serve": cmd_serve, "tune": cmd_tune, "digits": cmd_digits, "shapes": cmd_shapes,
+COMMANDS = {"train": cmd_train, "serve": cmd_serve, "transform": cmd_transform, "tune": cmd_tune, "digits": cmd_digits, "shapes": cmd_shapes,
             "im2rec": cmd_im2rec, "inspect": cmd_inspect,
             "hyperparameters": cmd_hyperparameters, "demo": cmd_demo}
 

@@ -93,7 +93,7 @@ LAYERS = {
         "raysight.collectives", "raysight.artifacts", "raysight.plots"),
     3: ("raysight.algorithms",),
     4: ("raysight.cluster",),
-    5: ("raysight.tune", "raysight.train", "raysight.serve"),
+    5: ("raysight.tune", "raysight.train", "raysight.serve", "raysight.transform"),
     6: ("raysight.cli", "raysight.demo", "raysight.sample_data", "raysight.inspection", "raysight.im2rec",
         "raysight.__main__"),
 }

@@ -30,7 +30,7 @@ def test_serve_run_of_each_shipped_config_answers(ray_cluster, tmp_path, config,
     path.write_text(yaml.safe_dump(spec))
     name = spec["applications"][0]["args"]["name"]
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "serve"), "run", str(path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 240
         while ping(port) != 200:
@@ -43,8 +43,11 @@ def test_serve_run_of_each_shipped_config_answers(ray_cluster, tmp_path, config,
         answer = runtime(port).invoke_endpoint(EndpointName=name, ContentType="image/jpeg", Body=body)
         assert json.loads(answer["Body"].read()) == json.loads(payload)
     finally:
-        proc.send_signal(signal.SIGINT)  # `serve run` deletes its apps on Ctrl-C
+        from ray import serve
+
+        os.killpg(proc.pid, signal.SIGINT)  # `serve run` deletes its apps on Ctrl-C
         proc.communicate(timeout=120)
+        serve.shutdown()  # it ran on the shared Ray: leave no Serve behind
 
 
 def test_a_model_on_s3_is_not_ready_until_loaded_then_answers(ray_cluster, s3, tmp_path):

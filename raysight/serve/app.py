@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from raysight.serve import runtime
-from raysight.serve.codecs import MAX_PAYLOAD, HTTPError, check_content_type
+from raysight.serve.codecs import EXECUTION_PARAMETERS, MAX_PAYLOAD, HTTPError, check_content_type
 from raysight.serve.model import ModelRunner, assigned, model_under, use_cpus
 from raysight.serve.options import ServeOptions
 
@@ -111,8 +111,7 @@ class Endpoint:
 
     @api.get("/execution-parameters")
     async def execution_parameters(self) -> Response:
-        return JSONResponse({"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD",
-                             "MaxPayloadInMB": MAX_PAYLOAD // 2**20})
+        return JSONResponse(EXECUTION_PARAMETERS)
 
     @api.post("/invocations")
     async def invocations(self, request: Request) -> Response:

@@ -5,6 +5,8 @@ from raysight.formats import IMAGE_TYPES
 
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # InvokeEndpoint's limit, 6 MiB
+# GET /execution-parameters: what batch transform uses where CreateTransformJob leaves it unset
+EXECUTION_PARAMETERS = {"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
 
 
 class HTTPError(Exception):
