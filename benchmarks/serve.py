@@ -82,8 +82,9 @@ def content_type(algorithm: str) -> str:
     return "image/png" if algorithm == "image-classification" else "image/jpeg"
 
 
-def drive(port: int, bodies: list[bytes], ctype: str, concurrency: int, requests: int) -> dict:
-    """`requests` POSTs from `concurrency` threads, each on its own keep-alive connection."""
+def drive(port: int, bodies: list[bytes], ctype: str, concurrency: int, requests: int, events=None) -> dict:
+    """`requests` POSTs from `concurrency` threads, each on its own keep-alive connection.
+    `events`: a list that gets (finish time, ok) per request."""
     latencies, errors, lock = [], [0], threading.Lock()
     counter = iter(range(requests))
 
@@ -106,6 +107,8 @@ def drive(port: int, bodies: list[bytes], ctype: str, concurrency: int, requests
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             mine.append(time.perf_counter() - tic)
+            if events is not None:
+                events.append((time.perf_counter(), ok))
             if not ok:
                 with lock:
                     errors[0] += 1
@@ -142,21 +145,85 @@ def bare_forward_ms(model: str, bodies: list[bytes], ctype: str, repeats: int = 
     return 1000 * statistics.median(times)
 
 
-def serve_runs(model: str, bodies, ctype, batch_size: int, concurrencies, requests: int, long: int = 0) -> list[dict]:
+CPUS = [1.0]  # --cpus-per-replica
+
+
+def kill_replica_under_load(port: int, bodies, ctype, requests: int = 3000) -> dict:
+    """SIGKILL the replica's process mid-run at concurrency 8: the failed requests, and the
+    seconds from the kill to the last failure (Serve starts a new replica)."""
+    import signal
+    import subprocess
+
+    events: list = []
+    killed = []
+
+    def killer():
+        time.sleep(3)
+        pids = subprocess.run(["pgrep", "-f", "ServeReplica"], capture_output=True, text=True).stdout.split()
+        killed.append(time.perf_counter())
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    result = drive(port, bodies, ctype, 8, requests, events)
+    t.join()
+    failures = [at for at, ok in events if not ok]
+    result["recovery_s"] = (max(failures) - killed[0]) if failures else 0.0
+    return result
+
+
+def serve_runs(model: str, bodies, ctype, batch_size: int, concurrencies, requests: int, long: int = 0,
+               kill: bool = False) -> list[dict]:
     from ray import serve
 
     from raysight.serve import app
     from raysight.serve.options import ServeOptions
 
     port = 8097
-    ready = app.run(model, port=port, options=ServeOptions(max_batch_size=batch_size))
+    ready = app.run(model, port=port, options=ServeOptions(max_batch_size=batch_size, cpus_per_replica=CPUS[0]))
     assert not ready["error"], ready
     drive(port, bodies, ctype, 8, 200)  # warm-up
     rows = [{"max_batch_size": batch_size, **drive(port, bodies, ctype, c, requests)} for c in concurrencies]
     if long:
         rows.append({"max_batch_size": batch_size, "long": True, **drive(port, bodies, ctype, 32, long)})
+    if kill:
+        rows.append({"max_batch_size": batch_size, "replica_killed": True,
+                     **kill_replica_under_load(port, bodies, ctype)})
     serve.shutdown()
     return rows
+
+
+def transform_vs_endpoint(model: str, algorithm: str, n: int, tmp: str) -> dict:
+    """images/s of `raysight transform` over n images (2 predictors, as 2 cores allow) against
+    the endpoint driven at concurrency 8 over the same images."""
+    from ray import serve
+
+    from raysight.serve import app
+    from raysight.transform import job
+
+    bodies, ctype = sample_images(algorithm, n), content_type(algorithm)
+    folder = os.path.join(tmp, "images")
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".png" if ctype == "image/png" else ".jpg"
+    for i, body in enumerate(bodies):
+        with open(os.path.join(folder, f"{i:05d}{suffix}"), "wb") as f:
+            f.write(body)
+    request = {"TransformJobName": "bench", "ModelName": "bench",
+               "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": folder}},
+                                  "ContentType": ctype},
+               "TransformOutput": {"S3OutputPath": os.path.join(tmp, "out"), "Accept": "application/json"},
+               "MaxConcurrentTransforms": 2, "BatchStrategy": "MultiRecord"}
+    tic = time.perf_counter()
+    record = job.run(request, model, echo=lambda *_: None)
+    transform_s = time.perf_counter() - tic
+    assert record["TransformJobStatus"] == "Completed", record
+    app.run(model, port=8097)
+    drive(8097, bodies, ctype, 8, 200)
+    endpoint = drive(8097, bodies, ctype, 8, n)
+    serve.shutdown()
+    return {"images": n, "transform_images_per_s": n / transform_s, "endpoint_c8_images_per_s": endpoint["rps"],
+            "ratio": n / transform_s / endpoint["rps"], "transform_s_including_start": transform_s}
 
 
 def main() -> None:
@@ -165,7 +232,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=800, help="requests per concurrency level")
     parser.add_argument("--long", type=int, default=10000, help="requests of the long run at concurrency 32")
     parser.add_argument("--transform", type=int, default=0, help="images for the transform comparison (0 = skip)")
+    parser.add_argument("--kill", action="store_true", help="also SIGKILL the replica under load")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0)
+    parser.add_argument("--concurrency", default="1,8,32", help="levels, comma-separated")
     args = parser.parse_args()
+    CPUS[0] = args.cpus_per_replica
 
     import ray
 
@@ -182,12 +253,15 @@ def main() -> None:
 
     results = {"algorithm": args.algorithm, "bare_forward_ms": forward}
     for batch in (1, ServeOptions().max_batch_size):
-        rows = serve_runs(model, bodies, ctype, batch, (1, 8, 32), args.requests,
-                          long=args.long if batch > 1 else 0)
+        rows = serve_runs(model, bodies, ctype, batch, tuple(int(c) for c in args.concurrency.split(",")), args.requests,
+                          long=args.long if batch > 1 else 0, kill=args.kill and batch > 1)
         for row in rows:
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         results[f"batch{batch}"] = rows
     off, on = results["batch1"], results[f"batch{ServeOptions().max_batch_size}"]
+    if args.concurrency != "1,8,32":
+        ray.shutdown()
+        return
     by_c = {r["concurrency"]: r for r in on if not r.get("long")}
     off_c = {r["concurrency"]: r for r in off}
     print(f"batching on/off throughput: c1 {by_c[1]['rps'] / off_c[1]['rps']:.2f}x, "
@@ -198,9 +272,8 @@ def main() -> None:
     print(f"no collapse: c32 {by_c[32]['rps']:.0f} req/s vs c8 {by_c[8]['rps']:.0f} req/s; c32 p99/p50 "
           f"{by_c[32]['p99_ms'] / by_c[32]['p50_ms']:.2f} (target <= 4)")
     if args.transform:
-        from benchmarks.serve_transform import compare
-
-        results["transform"] = compare(model, args.algorithm, args.transform)
+        results["transform"] = transform_vs_endpoint(model, args.algorithm, args.transform, tmp)
+        print(json.dumps(results["transform"]), flush=True)
     ray.shutdown()
 
 

@@ -77,3 +77,37 @@ def test_a_model_on_s3_is_not_ready_until_loaded_then_answers(ray_cluster, s3, t
         assert "prediction" in json.loads(answer["Body"].read())
     finally:
         serve.shutdown()
+
+
+def test_replicas_autoscaling_and_threads_reach_serve(ray_cluster, s3, tmp_path):
+    """--replicas 2 runs two replicas with torch threads = their CPUs; min/max replicas become
+    Serve's autoscaling config; a multi-model endpoint on an S3 prefix answers from it."""
+    from ray import serve
+
+    from tests.test_serve import deploy
+
+    model = make_model(tmp_path / "ic.tar.gz")
+    s3.upload_file(model, BUCKET, "mme/one/digits.tar.gz")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        ready = deploy(model, "two", "/two", replicas=2, cpus_per_replica=2, max_batch_size=4)
+        assert ready["torch_threads"] == 2 and ready["max_batch_size"] == 4 and ready["device"] == "cpu"
+        deploy(model, "auto", "/auto", min_replicas=1, max_replicas=3, target_ongoing_requests=2)
+        status = serve.status().applications
+        two = status["two"].deployments["raysight-model"]
+        assert two.replica_states.get("RUNNING") == 2
+        config = serve.get_app_handle("auto")  # the app is up; its deployment carries the autoscaling config
+        assert config is not None
+        from ray.serve.context import _get_global_client
+
+        details = _get_global_client().get_serve_details()["applications"]["auto"]["deployments"]["raysight-model"]
+        autoscaling = details["deployment_config"]["autoscaling_config"]
+        assert (autoscaling["min_replicas"], autoscaling["max_replicas"], autoscaling["target_ongoing_requests"]) == \
+            (1, 3, 2.0)
+        assert deploy(f"s3://{BUCKET}/mme", "mmes3", "/mmes3", multi_model=True)["error"] is None
+        answer = runtime(port, "/mmes3").invoke_endpoint(EndpointName="mmes3", ContentType="image/png",
+                                                          Body=encode("PNG"), TargetModel="one/digits.tar.gz")
+        assert same_answer(json.loads(answer["Body"].read()), json.loads(direct(model, encode("PNG"))))
+    finally:
+        serve.shutdown()

@@ -81,6 +81,7 @@ def test_local_transform_writes_what_the_endpoint_answers_and_lists_failed_objec
     assert reason.startswith("ClientError: 2 of 12 object(s) failed") and "bad.jpg" in reason
     assert "sub/huge.png" in reason and "exceeds MaxPayloadInMB=1" in reason
     assert "failed: bad.jpg" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert "transformed 12/12 object(s)" in result.stdout and "2 failed" in result.stdout  # the log's progress
     assert not (out / "bad.jpg.out").exists() and not (out / "sub" / "huge.png.out").exists()
     for key, body in bodies.items():
         if key in ("bad.jpg", "sub/huge.png"):

@@ -99,8 +99,13 @@ class Endpoint:
 
     async def ready(self) -> dict:
         """Waited on by `raysight serve` (through a handle): loaded, or the reason it cannot be."""
+        import torch
+
         await asyncio.to_thread(self.loaded.wait)
-        return {"error": self.load_error, "algorithm": self.runner.algo.name if self.runner else None}
+        runner = self.runner
+        return {"error": self.load_error, "algorithm": runner.algo.name if runner else None,
+                "device": runner.device if runner else None, "torch_threads": torch.get_num_threads(),
+                "max_batch_size": self._forward._get_max_batch_size()}
 
     # -- the container contract -------------------------------------------------------------
     @api.get("/ping")

@@ -47,6 +47,7 @@ class ModelRunner:
                 net = net.half()  # inference only: batch norm and softmax are safe in fp16
             self.predictor.model = net
         self.accepts = self.predictor.accepts
+        self.device = "cuda" if gpu else "cpu"
         self.load_seconds = time.perf_counter() - tic
         logger.info("loaded %s model %s in %.2f s on %s", self.algo.name, uri, self.load_seconds,
                     "cuda" if gpu else "cpu")
