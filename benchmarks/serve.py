@@ -5,14 +5,15 @@
     driven through POST /invocations at concurrency 1, 8 and 32 by client threads holding
     keep-alive connections (as boto3 and requests do), reporting requests/s, p50, p99, errors;
   - a long run (10,000 requests at concurrency 32 by default) on the default settings;
-  - optionally `raysight transform` over N images against the endpoint at concurrency 8 (--transform N).
+  - optionally `raysight transform` over N images against the endpoint at concurrency 8 (--transform N),
+    a SIGKILL of the replica under load (--kill: failed requests, recovery seconds), and an empty
+    Serve deployment on the same proxy (--floor: Ray Serve's own cost per request).
 
 Usage: python benchmarks/serve.py [--algorithm image-classification|object-detection] [--requests 800]
-       [--long 10000] [--transform 2000]
+       [--long 10000] [--transform 2000] [--kill] [--floor]
 The model is randomly initialised (speed does not depend on the weights): the digits ResNet-20
 (3x28x28, 10 classes), or SSD on the shapes at width 0.125 (image_shape 300).
 """
-from __future__ import annotations
 
 import argparse
 import http.client
@@ -148,6 +149,31 @@ def bare_forward_ms(model: str, bodies: list[bytes], ctype: str, repeats: int = 
 CPUS = [1.0]  # --cpus-per-replica
 
 
+def serve_floor(bodies, ctype, requests: int) -> list[dict]:
+    """The same proxy, client and body with a FastAPI deployment that answers `[1]` without looking
+    at the image: what Ray Serve itself costs per request on this machine."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+    from starlette.responses import Response
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+    @serve.ingress(api)
+    class Empty:
+        @api.post("/invocations")
+        async def invocations(self, request: Request):
+            await request.body()
+            return Response(b"[1]", media_type="application/json")
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8097})
+    serve.run(Empty.bind(), name="floor", route_prefix="/")
+    drive(8097, bodies, ctype, 8, 200)
+    rows = [{"floor": True, **drive(8097, bodies, ctype, c, requests)} for c in (1, 8, 32)]
+    serve.shutdown()
+    return rows
+
+
 def kill_replica_under_load(port: int, bodies, ctype, requests: int = 3000) -> dict:
     """SIGKILL the replica's process mid-run at concurrency 8: the failed requests, and the
     seconds from the kill to the last failure (Serve starts a new replica)."""
@@ -234,6 +260,7 @@ def main() -> None:
     parser.add_argument("--transform", type=int, default=0, help="images for the transform comparison (0 = skip)")
     parser.add_argument("--kill", action="store_true", help="also SIGKILL the replica under load")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0)
+    parser.add_argument("--floor", action="store_true", help="also time an empty Serve deployment")
     parser.add_argument("--concurrency", default="1,8,32", help="levels, comma-separated")
     args = parser.parse_args()
     CPUS[0] = args.cpus_per_replica
@@ -252,13 +279,17 @@ def main() -> None:
     from raysight.serve.options import ServeOptions
 
     results = {"algorithm": args.algorithm, "bare_forward_ms": forward}
-    for batch in (1, ServeOptions().max_batch_size):
+    if args.floor:
+        for row in serve_floor(bodies, ctype, args.requests):
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    on = ServeOptions(gpus_per_replica=1).batch_size()  # what GPU replicas batch by default
+    for batch in (1, on):
         rows = serve_runs(model, bodies, ctype, batch, tuple(int(c) for c in args.concurrency.split(",")), args.requests,
                           long=args.long if batch > 1 else 0, kill=args.kill and batch > 1)
         for row in rows:
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         results[f"batch{batch}"] = rows
-    off, on = results["batch1"], results[f"batch{ServeOptions().max_batch_size}"]
+    off, on = results["batch1"], results[f"batch{on}"]
     if args.concurrency != "1,8,32":
         ray.shutdown()
         return

@@ -138,7 +138,8 @@ def add_serve_options(p) -> None:
     p.add_argument("--name", default=d.name, help=f"endpoint name for /endpoints/NAME/invocations (default {d.name})")
     p.add_argument("--variant", default=d.variant, help=f"production variant name answered (default {d.variant})")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help=f"dynamic batching: most requests per forward pass (default {d.max_batch_size}; 1 = off)")
+                   help="dynamic batching: most requests per forward pass (default 0: 16 on GPU replicas, off on "
+                        "CPU ones, as measured; 1 = off)")
     p.add_argument("--batch-wait-timeout-ms", type=float, default=d.batch_wait_timeout_ms,
                    help=f"how long a batch waits to fill (default {d.batch_wait_timeout_ms:g} ms)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s,
@@ -175,12 +176,15 @@ def cmd_serve(args) -> int:
 
     from ray import serve
 
+    from raysight import storage
     from raysight.cluster import ensure_ray
     from raysight.errors import ClientError
     from raysight.serve import app
 
     try:
         opts = serve_options(args)
+        if not storage.exists(args.model):  # before any cluster time is spent
+            raise ClientError(f"model '{args.model}' does not exist")
     except ClientError as exc:
         print(f"ClientError: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -78,7 +78,8 @@ class Endpoint:
         self.runner: ModelRunner | None = None
         self.load_error: str | None = None
         self.loaded = threading.Event()
-        self._forward.set_max_batch_size(self.opts.max_batch_size)
+        self.batch_size = self.opts.batch_size()
+        self._forward.set_max_batch_size(self.batch_size)
         self._forward.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_ms / 1000)
         if self.opts.multi_model:
             async def load(uri: str) -> ModelRunner:
@@ -105,7 +106,7 @@ class Endpoint:
         runner = self.runner
         return {"error": self.load_error, "algorithm": runner.algo.name if runner else None,
                 "device": runner.device if runner else None, "torch_threads": torch.get_num_threads(),
-                "max_batch_size": self._forward._get_max_batch_size()}
+                "max_batch_size": self.batch_size}
 
     # -- the container contract -------------------------------------------------------------
     @api.get("/ping")
@@ -179,7 +180,7 @@ class Endpoint:
 
     async def _predict(self, runner: ModelRunner, body: bytes, content_type: str | None):
         prepared = await asyncio.to_thread(runner.prepare, body, content_type)  # decodes run in parallel
-        if self.opts.max_batch_size == 1:
+        if self.batch_size == 1:
             [result] = await asyncio.to_thread(runner.predict, [prepared])
             return result, 1
         return await self._forward((runner, prepared))

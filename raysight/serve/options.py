@@ -9,6 +9,7 @@ from typing import Any
 
 from raysight.errors import ClientError
 
+GPU_BATCH = 16
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # InvokeEndpoint's EndpointName
 
 
@@ -16,7 +17,7 @@ NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # InvokeEndpoint's End
 class ServeOptions:
     name: str = "raysight"  # the EndpointName of /endpoints/{name}/invocations
     variant: str = "AllTraffic"  # x-Amzn-Invoked-Production-Variant
-    max_batch_size: int = 16  # 1 turns dynamic batching off
+    max_batch_size: int = 0  # 0: GPU_BATCH on GPU replicas, 1 (batching off) on CPU ones; 1: off
     batch_wait_timeout_ms: float = 0.0  # 0: a batch is whatever queued while the last one ran
     timeout_s: float = 60.0  # SageMaker's limit on one /invocations answer
     replicas: int = 1
@@ -57,8 +58,8 @@ class ServeOptions:
         problems = []
         if not NAME.match(self.name):
             problems.append(f"name '{self.name}' must match {NAME.pattern} (SageMaker's EndpointName)")
-        if self.max_batch_size < 1:
-            problems.append("max_batch_size must be at least 1 (1 turns batching off)")
+        if self.max_batch_size < 0:
+            problems.append("max_batch_size must be ≥ 0 (0: 16 on GPU replicas and off on CPU; 1: off)")
         if self.batch_wait_timeout_ms < 0 or self.timeout_s <= 0:
             problems.append("batch_wait_timeout_ms must be ≥ 0 and timeout_s > 0")
         if (self.min_replicas is None) != (self.max_replicas is None):
@@ -72,6 +73,12 @@ class ServeOptions:
         if problems:
             raise ClientError("; ".join(problems))
 
+    def batch_size(self) -> int:
+        """Measured on 2 CPU cores (benchmarks/README.md), dynamic batching did not raise throughput
+        (0.6-1.1x at concurrency 32): Ray Serve's own cost per request, not the forward pass, bounds
+        a CPU replica. On a GPU a batch costs about what one image does, so GPU replicas batch."""
+        return self.max_batch_size or (GPU_BATCH if self.gpus_per_replica else 1)
+
     def deployment(self) -> dict[str, Any]:
         """Ray Serve deployment options. max_ongoing_requests stays ≥ twice the batch size, so a
         replica can hold a full batch in its forward pass while the next one gathers."""
@@ -79,7 +86,7 @@ class ServeOptions:
         if self.gpus_per_replica:
             actor["num_gpus"] = self.gpus_per_replica
         opts: dict[str, Any] = {"ray_actor_options": actor,
-                                "max_ongoing_requests": max(64, 2 * self.max_batch_size),
+                                "max_ongoing_requests": max(64, 2 * self.batch_size()),
                                 # SageMaker sends SIGKILL 30 s after SIGTERM: finish what is held by then
                                 "graceful_shutdown_timeout_s": min(self.timeout_s, 25.0)}
         if self.min_replicas is not None:
