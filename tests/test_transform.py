@@ -91,6 +91,7 @@ def test_local_transform_writes_what_the_endpoint_answers_and_lists_failed_objec
         assert status == 200 and same_answer(answer, json.loads(payload), atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_od_transform_on_s3_from_a_manifest_with_gzip_and_json_lines(ray_cluster, s3, tmp_path):
     model = make_model(tmp_path / "od.tar.gz", OD.name)
     keys = [f"shapes/in/a/{i}.jpg" for i in range(5)]
