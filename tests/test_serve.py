@@ -166,6 +166,10 @@ def test_boto3_invoke_endpoint_answers_as_the_model(endpoints, prefix, name, mod
     assert answer["ContentType"] == accept.split(";")[0]
     assert answer["InvokedProductionVariant"] == "AllTraffic"
     assert "CustomAttributes" not in answer  # the built-ins send none back, as SageMaker's
+    deadline = time.time() + 10
+    while "inference req-1 answered" not in _serve_logs(name) and time.time() < deadline:
+        time.sleep(0.5)
+    assert "inference req-1 answered" in _serve_logs(name)  # the caller's id, in the replica's log
     got, want = answer["Body"].read(), direct(endpoints[model], body, accept)
     if accept == "application/jsonlines":
         assert got.endswith(b"\n") and got.count(b"\n") == 1

@@ -147,6 +147,15 @@ class Endpoint:
 
     # -- one request ------------------------------------------------------------------------
     async def _answer(self, request: Request) -> tuple[bytes, str, dict]:
+        try:
+            return await self._answer_or_raise(request)
+        except HTTPError:
+            raise
+        except Exception as exc:  # a fault of ours: a 500 with its reason, and the replica stays up
+            logger.exception("invocation failed")
+            raise HTTPError(500, f"{type(exc).__name__}: {exc}") from None
+
+    async def _answer_or_raise(self, request: Request) -> tuple[bytes, str, dict]:
         tic = time.perf_counter()
         runner = await self._runner(request.headers.get(TARGET_MODEL))
         accept = runner.accept(request.headers.get("accept"))
@@ -163,8 +172,8 @@ class Endpoint:
         if echoed is not None:
             headers[CUSTOM] = echoed
         inference_id = request.headers.get("X-Amzn-SageMaker-Inference-Id")
-        logger.debug("invocation%s answered in %.1f ms", f" {inference_id}" if inference_id else "",
-                    1000 * (time.perf_counter() - tic))
+        if inference_id:  # the caller's id for this request, findable in the replica's log
+            logger.info("inference %s answered in %.1f ms", inference_id[:64], 1000 * (time.perf_counter() - tic))
         return payload, content_type, headers
 
     async def _runner(self, target: str | None) -> ModelRunner:

@@ -43,8 +43,9 @@ class Transformer:
             prepared = list(pool.map(self._prepare, keys))
         good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
         errors = [p if isinstance(p, str) else "" for p in prepared]
-        for start in range(0, len(good), FORWARD_BATCH if self.job.batch_strategy == "MultiRecord" else 1):
-            chunk = good[start:start + (FORWARD_BATCH if self.job.batch_strategy == "MultiRecord" else 1)]
+        step = FORWARD_BATCH if self.job.batch_strategy == "MultiRecord" else 1
+        for start in range(0, len(good), step):
+            chunk = good[start:start + step]
             for i, result in zip(chunk, self.runner.predict([prepared[i] for i in chunk])):
                 body, _ = self.runner.render(result, self.job.accept)
                 if self.job.assemble_with == "Line" and not body.endswith(b"\n"):
