@@ -208,8 +208,9 @@ def test_runtime_errors_are_the_ones_botocore_raises(endpoints):
         assert r["Error"]["Code"] == "ModelError" and r["ResponseMetadata"]["HTTPStatusCode"] == 424
         assert r["OriginalStatusCode"] == status and text in json.loads(r["OriginalMessage"])["message"]
         assert r["LogStreamArn"].startswith("arn:aws:logs:")
-    r = runtime_error(client, Body=b"\xff" * (6 * 1024 * 1024 + 1), ContentType="image/jpeg")
-    assert r["Error"]["Code"] == "ValidationError" and "exceeds" in r["Error"]["Message"]
+    for accept in ("application/json", "text/csv"):  # the size is checked before anything else
+        r = runtime_error(client, Body=b"\xff" * (6 * 1024 * 1024 + 1), ContentType="image/jpeg", Accept=accept)
+        assert r["Error"]["Code"] == "ValidationError" and "exceeds" in r["Error"]["Message"]
     r = runtime_error(runtime(endpoints["port"], "/slow"), EndpointName="slow")
     assert r["Error"]["Code"] == "ModelError" and r["OriginalStatusCode"] == 504
     assert client.invoke_endpoint(EndpointName="raysight", ContentType="image/png", Body=encode("PNG"))

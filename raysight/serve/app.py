@@ -48,17 +48,21 @@ def container_error(exc: HTTPError) -> Response:
     return JSONResponse({"message": exc.message}, status_code=exc.status)
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 from its Content-Length (or as soon as the stream passes
-    6 MiB), never held in memory past the limit. A body declared up to DRAIN_LIMIT is read
-    and dropped first, so that an ordinary client, still sending, reads the 413 instead of
-    a connection reset; a larger one is refused before it is sent."""
+async def refuse_oversized(request: Request) -> None:
+    """HTTPError 413 when the declared Content-Length passes 6 MiB. A body declared up to
+    DRAIN_LIMIT is read and dropped first, so that an ordinary client, still sending, reads the
+    answer instead of a connection reset; a larger one is refused before it is sent."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_PAYLOAD:
         if int(length) <= DRAIN_LIMIT:
             async for _ in request.stream():
                 pass
         raise HTTPError(413, f"payload of {length} bytes exceeds {MAX_PAYLOAD}")
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, never held in memory past 6 MiB (a chunked one is cut off as it passes)."""
+    await refuse_oversized(request)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -135,6 +139,7 @@ class Endpoint:
         if not self.loaded.is_set():
             return runtime.not_ready(endpoint_name)
         try:
+            await refuse_oversized(request)  # the runtime checks the size before anything else
             body, content_type, headers = await self._answer(request)
         except HTTPError as exc:
             if exc.status == 413:  # the runtime refuses it before the container sees it
