@@ -208,13 +208,15 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
                      "failure_reason": record.get("FailureReason"), metric: math.nan,
                      **{m["MetricName"]: m["Value"] for m in record["FinalMetricDataList"]}})
 
-    searcher = tune.search.BasicVariantGenerator(random_state=tuning["seed"])
+    # The generator itself holds MaxParallelTrainingJobs: Tune ignores TuneConfig's
+    # max_concurrent_trials for a SearchGenerator (it says so in its log), and every trial's
+    # Train worker fits the cluster, so nothing else would bound how many run at once.
+    searcher = tune.search.BasicVariantGenerator(random_state=tuning["seed"], max_concurrent=tuning["max_parallel"])
     num_samples = 1 if tuning["strategy"] == "Grid" else tuning["max_jobs"]
     tuner = tune.Tuner(
         tune.with_resources(trial, {"CPU": 0.01}),  # the trial only drives its Train run
         param_space=tuning["space"],
-        tune_config=tune.TuneConfig(num_samples=num_samples, max_concurrent_trials=tuning["max_parallel"],
-                                    search_alg=searcher, metric=metric, mode=mode),
+        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=searcher, metric=metric, mode=mode),
         run_config=tune.RunConfig(name=tuning["name"], storage_path=_tune_storage(tuning), verbose=1),
     )
     results = tuner.fit()

@@ -61,6 +61,10 @@ def test_two_trial_random_search(ray_cluster, digits_small, tmp_path):
         assert child["HyperParameters"]["_tuning_objective_metric"] == "validation:accuracy"
         value = {m["MetricName"]: m["Value"] for m in child["FinalMetricDataList"]}["validation:accuracy"]
         assert s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == pytest.approx(value)
+    # MaxParallelTrainingJobs: 1 — the jobs ran one after the other, never at once.
+    windows = sorted((child["CreationTime"], child["TrainingEndTime"]) for child in (
+        json.load(open(tmp_path / s["TrainingJobName"] / "output" / "job.json")) for s in summaries))
+    assert windows[0][1] <= windows[1][0], windows
     best = record["BestTrainingJob"]
     assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == max(
         s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries)
