@@ -468,3 +468,21 @@ def test_serve_cli_answers_boto3_and_drains_in_flight_requests_on_sigterm(tmp_pa
     assert "Serving" in out and "as endpoint 'digits'" in out and "Stopped." in out
     before = [o for sent, o in outcomes if sent < signalled]
     assert len(before) > 16 and set(before) == {200}, sorted(set(map(str, before)))
+
+
+def test_serve_settings_parse_from_strings_as_serve_run_passes_them():
+    """`serve run raysight.serve.app:build key=value` hands every setting over as a string."""
+    from raysight.errors import ClientError as BadRequest
+    from raysight.serve.options import ServeOptions
+
+    opts = ServeOptions.from_args({"model": "m.tar.gz", "min_replicas": "1", "max_replicas": "3",
+                                   "target_ongoing_requests": "2", "multi_model": "true", "cpus_per_replica": "0.5"})
+    assert opts.deployment()["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3,
+                                                       "target_ongoing_requests": 2.0}
+    assert isinstance(opts.min_replicas, int) and opts.multi_model is True
+    assert opts.batch_size() == 1 and ServeOptions(gpus_per_replica=0.5).batch_size() == 16
+    for args, text in [({"replicas": "two"}, "replicas='two' must be of type int"),
+                       ({"bogus": 1}, "unknown endpoint setting(s) ['bogus']")]:
+        with pytest.raises(BadRequest) as e:
+            ServeOptions.from_args(args)
+        assert text in str(e.value)

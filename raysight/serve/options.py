@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,20 +37,19 @@ class ServeOptions:
         unknown = sorted(set(args) - set(known) - {"model"})
         if unknown:
             raise ClientError(f"unknown endpoint setting(s) {unknown}; known: model, {', '.join(known)}")
+        kinds = typing.get_type_hints(cls)
         values = {}
         for key, raw in args.items():
             if key == "model" or raw is None:
                 continue
-            default = getattr(cls, key)
-            kind = {"name": str, "variant": str, "multi_model": bool}.get(key)
-            kind = kind or (int if isinstance(default, int) and not isinstance(default, bool) else float)
+            kind = next(k for k in typing.get_args(kinds[key]) or (kinds[key],) if k is not type(None))
             if kind is bool and isinstance(raw, str):
                 values[key] = raw.lower() in ("1", "true", "yes")
             else:
                 try:
                     values[key] = kind(raw)
                 except (TypeError, ValueError):
-                    raise ClientError(f"endpoint setting {key}={raw!r} must be a {kind.__name__}") from None
+                    raise ClientError(f"endpoint setting {key}={raw!r} must be of type {kind.__name__}") from None
         opts = cls(**values)
         opts.check()
         return opts
