@@ -131,9 +131,10 @@ def endpoint(trained):
     from ray import serve
 
     from raysight.serve import app
+    from raysight.serve.options import ServeOptions
 
     port = free_port()
-    app.run(str(trained[1] / "model.tar.gz"), port=port, name="od")
+    assert app.run(str(trained[1] / "model.tar.gz"), port=port, options=ServeOptions(name="od"))["error"] is None
     yield port
     serve.shutdown()
 
