@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
 #   make demo   - the main job end to end on the bundled digits
 #   make test   - the test suite (what CI runs)
-#   make test-fast - the tier without training jobs (a few minutes)
+#   make test-fast - the tier without training jobs (about 4 minutes)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
