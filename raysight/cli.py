@@ -56,9 +56,31 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("tune", help="run a CreateHyperParameterTuningJob request with Ray Tune",
                        description="Run a SageMaker CreateHyperParameterTuningJob request: each trial is a real "
-                                   "training job. Writes <S3OutputPath>/<TuningJobName>/{tuning-job.json,"
-                                   "best/model.tar.gz}.")
+                                   "training job. Strategies Bayesian, Random, Hyperband, Grid; Auto early "
+                                   "stopping, warm start, completion criteria. SIGTERM stops it (exit 1); running "
+                                   "the same request again resumes it. Writes <S3OutputPath>/<TuningJobName>/"
+                                   "{tuning-job.json,training-jobs.json,tuning-results.png,best/model.tar.gz}. "
+                                   "Exit 0 Completed, 1 Failed or Stopped, 2 invalid request.")
     p.add_argument("request", help="CreateHyperParameterTuningJob JSON (path or URI)")
+
+    p = sub.add_parser("api", help="SageMaker's service API (boto3, the SageMaker SDK) over this Ray cluster",
+                       description="Serve SageMaker's control-plane API (AWS JSON 1.1, SigV4) so code written for "
+                                   "SageMaker runs here by changing only its endpoint: AWS_ENDPOINT_URL_SAGEMAKER="
+                                   "http://HOST:PORT. Training jobs run as Ray Jobs (the same code as raysight "
+                                   "train) on RAY_ADDRESS, or on a local Ray started detached and recorded under "
+                                   "--state; jobs outlive this process. 'raysight api stop' ends that local Ray.",
+                       epilog="Serve over TLS through a reverse proxy (nginx, Caddy); the signature covers the "
+                              "Host header, so the proxy must pass it unchanged. README 'Use your SageMaker "
+                              "code unchanged'.")
+    p.add_argument("action", nargs="?", choices=("stop",), help="stop: end the local Ray cluster of --state "
+                                                                 "and every job on it")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="HTTP port (default 8090)")
+    p.add_argument("--state", default=None, help="folder of the API's SQLite records and local-cluster "
+                                                 "address (default ~/.raysight/api)")
+    p.add_argument("--credentials", default=None, help="AWS shared-credentials file whose key pairs may call "
+                                                       "(default: the file boto3 reads, "
+                                                       "AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials)")
 
     p = sub.add_parser("digits", help="export scikit-learn's digits as images + .lst and a training request",
                        description="Write the bundled handwritten digits (1,797 real images) as PNG files and "
@@ -301,13 +323,30 @@ def cmd_hyperparameters(args) -> int:
     return 0
 
 
+def cmd_api(args) -> int:
+    from raysight.api import ray_jobs, server
+    from raysight.api.auth import default_credentials_file
+
+    state = os.path.abspath(args.state or server.default_state())
+    if args.action == "stop":
+        ray_jobs.stop_local_cluster(state)
+        return 0
+    credentials = args.credentials or default_credentials_file()
+    try:
+        settings = server.Settings(args.host, args.port, state, credentials)
+        return server.serve(settings, echo=lambda *a: print(*a, flush=True))
+    except (OSError, ValueError) as exc:
+        print(f"ClientError: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_demo(args) -> int:
     from raysight.demo import run_demo
 
     return run_demo(args.workdir, port=args.port, epochs=args.epochs)
 
 
-COMMANDS = {"train": cmd_train, "serve": cmd_serve, "transform": cmd_transform, "tune": cmd_tune, "digits": cmd_digits, "shapes": cmd_shapes,
+COMMANDS = {"api": cmd_api, "train": cmd_train, "serve": cmd_serve, "transform": cmd_transform, "tune": cmd_tune, "digits": cmd_digits, "shapes": cmd_shapes,
             "im2rec": cmd_im2rec, "inspect": cmd_inspect,
             "hyperparameters": cmd_hyperparameters, "demo": cmd_demo}
 

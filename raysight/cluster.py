@@ -52,6 +52,11 @@ def local_cpus() -> int:
     return max(8, 2 * (os.cpu_count() or 1))
 
 
+# How long a Train run waits for its workers' resources (Ray's default: 60 s, then it fails).
+# A tuning job's trials queue for them instead (tune/job.py sets it).
+WORKER_GROUP_START_TIMEOUT = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
 def runtime_env() -> dict[str, Any]:
     """What every worker of this job needs: the S3 endpoint settings (never credentials),
     the algorithm plugins (their setting, and their code when it is not installed) and
@@ -59,8 +64,9 @@ def runtime_env() -> dict[str, Any]:
     from raysight import algorithms, storage
 
     env_vars = storage.worker_env()
-    if os.environ.get(algorithms.PLUGINS_ENV):
-        env_vars[algorithms.PLUGINS_ENV] = os.environ[algorithms.PLUGINS_ENV]
+    for name in (algorithms.PLUGINS_ENV, WORKER_GROUP_START_TIMEOUT):
+        if os.environ.get(name):
+            env_vars[name] = os.environ[name]
     out: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
     if env_vars:
         out["env_vars"] = env_vars

@@ -92,6 +92,16 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def list_dirs(uri: str) -> list[str]:
+    """Names of the folders directly under `uri` (on S3, its common prefixes); [] if none."""
+    fs, path = resolve(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
 def local_path(uri: str) -> str | None:
     """The filesystem path when `uri` is local, else None."""
     fs, path = resolve(uri)

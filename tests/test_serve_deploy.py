@@ -46,7 +46,11 @@ def test_serve_run_of_each_shipped_config_answers(ray_cluster, tmp_path, config,
         from ray import serve
 
         os.killpg(proc.pid, signal.SIGINT)  # `serve run` deletes its apps on Ctrl-C
-        proc.communicate(timeout=120)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # seen once under the full suite's load: do not leave it running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
         serve.shutdown()  # it ran on the shared Ray: leave no Serve behind
 
 

@@ -35,30 +35,40 @@ def output_prefix(job: TrainingJob) -> str:
     return storage.join(job.output_path, job.name, "output")
 
 
-def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
-    """Run one training job to its end; return the DescribeTrainingJob-shaped record."""
+def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tuning_job_arn=None) -> dict[str, Any]:
+    """Run one training job to its end; return the DescribeTrainingJob-shaped record.
+    `stop_flag` (see `make_stop_flag`) lets a caller other than SIGTERM stop it, as a
+    tuning job's early-stopping rule does."""
     start = time.time()
     describe = _describe_base(request, start)
+    if tuning_job_arn:
+        describe["TuningJobArn"] = tuning_job_arn
     job = None
     try:
         job, algo, hp = prepare(request)
         describe["HyperParameters"] = job.hyperparameters
         _check_name_free(job)
         _write_describe(request, describe)  # InProgress until it ends (a killed job is left so)
+        _enter(describe, "Downloading", "Downloading input data")
         echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
         ensure_ray()
         scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])
         echo(scaling.plan)
+        _write_describe(request, describe)
         _quiet_data_progress()
         init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, before any data
         prepared = algo.datasets(job, hp, shards=scaling.config.num_workers)  # checks index files
         for key, value in prepared.state.items():  # e.g. use_weighted_loss's per-class weights
             echo(f"From the training data: {key} = {_brief(value)}")
         describe["TrainingStartTime"] = time.time()
-        with StopSignal() as stop_flag:
+        _enter(describe, "Training", "Training image download completed. Training in progress.")
+        _write_describe(request, describe)
+        with StopSignal(stop_flag) as stop_flag:
             result = _fit(job, algo, hp, prepared, scaling, callbacks, init_state, stop_flag,
                           deadline=start + job.max_runtime_s)
         outcome = result.return_value or {}
+        _enter(describe, "Uploading", "Uploading generated training model")
+        _write_describe(request, describe)
         tarball_uri = _write_model(job, algo, hp, result)
         history = outcome.get("history") or []
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
@@ -83,14 +93,32 @@ def run(request: dict[str, Any], echo=print, callbacks=()) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any crash becomes a Failed job with its reason
         traceback.print_exc()
         describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=failure_reason(exc))
-    end = time.time()
-    describe.update(TrainingEndTime=end, LastModifiedTime=end,
-                    TrainingTimeInSeconds=int(end - describe.get("TrainingStartTime", start)))
+    _enter(describe, describe["SecondaryStatus"], FINAL_MESSAGES.get(describe["SecondaryStatus"])
+           or describe.get("FailureReason", ""), final=True)
+    end = describe["LastModifiedTime"]
+    describe.update(TrainingEndTime=end, TrainingTimeInSeconds=int(end - describe.get("TrainingStartTime", start)))
+    describe["BillableTimeInSeconds"] = describe["TrainingTimeInSeconds"]
     if describe["TrainingJobStatus"] == "Failed":
         echo(describe["FailureReason"])
     if job is not None or _output_known(request):
         _write_describe(request, describe)
     return describe
+
+
+FINAL_MESSAGES = {"Completed": "Training job completed", "Stopped": "Training job stopped",
+                  "MaxRuntimeExceeded": "Training job stopped: MaxRuntimeInSeconds reached"}
+
+
+def _enter(describe: dict[str, Any], status: str, message: str, final: bool = False) -> None:
+    """SageMaker's SecondaryStatusTransitions: the previous step ends where the next begins;
+    the SDK prints them while it waits, and DescribeTrainingJob returns them."""
+    now = time.time()
+    transitions = describe.setdefault("SecondaryStatusTransitions", [])
+    if transitions and "EndTime" not in transitions[-1]:
+        transitions[-1]["EndTime"] = now
+    transitions.append({"Status": status, "StartTime": now, "StatusMessage": message[:1024]}
+                       | ({"EndTime": now} if final else {}))
+    describe.update(SecondaryStatus=status, LastModifiedTime=now)
 
 
 class ResourceInUse(ClientError):
@@ -107,27 +135,52 @@ def _quiet_data_progress() -> None:
     DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
 
 
+def make_stop_flag(name: str | None = None, scheduled: bool = False):
+    """An actor the workers poll between batches; `set` asks the job to stop, keeping
+    its best model. A named one can be reached from another process (`ray.get_actor`).
+    `scheduled`: a tuning scheduler judges every epoch, and the workers wait for its
+    verdict (`decide`) before the next epoch, so a seeded tuning job stops the same
+    trials at the same epoch on any machine, however fast its epochs."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Flag:
+        def __init__(self, scheduled: bool):
+            self.value, self.scheduled, self.decided = False, scheduled, 0
+
+        def set(self):
+            self.value = True
+
+        def is_set(self):
+            return self.value
+
+        def decide(self, epochs: int, stop: bool):
+            self.decided = max(self.decided, epochs)
+            self.value = self.value or stop
+
+        def verdict(self, epochs: int):
+            """None while epoch `epochs` awaits the scheduler, else whether to stop."""
+            if self.scheduled and self.decided < epochs and not self.value:
+                return None
+            return self.value
+
+        def is_scheduled(self):
+            return self.scheduled
+
+    return (Flag.options(name=name) if name else Flag).remote(scheduled)
+
+
 class StopSignal:
-    """While training runs, SIGTERM (`ray job stop`, SageMaker's StopTrainingJob) sets a
-    flag the workers poll; they stop, keep the best model, and the job ends Stopped."""
+    """While training runs, SIGTERM (`ray job stop`, SageMaker's StopTrainingJob) sets the
+    stop flag; the workers stop, keep the best model, and the job ends Stopped."""
+
+    def __init__(self, flag=None):
+        self.flag = flag
 
     def __enter__(self):
         import signal
 
-        import ray
-
-        @ray.remote(num_cpus=0)
-        class Flag:
-            def __init__(self):
-                self.value = False
-
-            def set(self):
-                self.value = True
-
-            def is_set(self):
-                return self.value
-
-        self.flag = Flag.remote()
+        self.flag = self.flag or make_stop_flag()
         self.previous = None
         try:
             self.previous = signal.signal(signal.SIGTERM, lambda *_: self.flag.set.remote())
@@ -310,6 +363,9 @@ def _describe_base(request: dict[str, Any], start: float) -> dict[str, Any]:
         "StoppingCondition": request.get("StoppingCondition") or {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME},
         "ModelArtifacts": {"S3ModelArtifacts": ""},
         "CreationTime": start,
+        "LastModifiedTime": start,
+        "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": start,
+                                        "StatusMessage": "Starting the training job"}],
         "FinalMetricDataList": [],
     }
 

@@ -154,6 +154,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                  "history": history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         # every epoch checkpoints (Ray Train keeps the latest, for a restart) ...
         _report(metrics, net, state, algo, rank == 0)
+        if epoch + 1 < hp["epochs"]:
+            stop.await_verdict(epoch + 1)  # a tuning scheduler's verdict (a no-op otherwise)
 
         # 4. early stopping (every worker sees the same reduced metrics, so all stop together)
         if progress.should_stop(epoch):
@@ -261,15 +263,20 @@ def synced(batches, failures: DataFailures, stop: "StopCheck", waited: list[floa
 
 class StopCheck:
     """MaxRuntimeInSeconds (a deadline) and StopTrainingJob/SIGTERM (a flag actor the
-    driver sets), polled at most every POLL_S seconds."""
+    driver sets), polled at most every POLL_S seconds; and, in a tuning trial with a
+    scheduler, the scheduler's verdict on each epoch, awaited before the next one."""
 
     POLL_S = 2.0
+    VERDICT_WAIT_S = 120.0  # a Tune controller that never answers must not hold the job
 
     def __init__(self, deadline: float | None, flag):
+        import ray
+
         self.deadline, self.flag = deadline, flag
         self.reason: str | None = None
         self.agreed = False
         self._next_poll = 0.0
+        self.scheduled = flag is not None and ray.get(flag.is_scheduled.remote())
 
     def requested(self) -> bool:
         if self.reason:
@@ -284,6 +291,18 @@ class StopCheck:
             if ray.get(self.flag.is_set.remote()):
                 self.reason = "Stopped"
         return self.reason is not None
+
+    def await_verdict(self, epochs: int) -> None:
+        """Block until the scheduler has judged the report of epoch `epochs` (1-based)."""
+        if not self.scheduled:
+            return
+        import ray
+
+        give_up = time.time() + self.VERDICT_WAIT_S
+        while (verdict := ray.get(self.flag.verdict.remote(epochs))) is None and time.time() < give_up:
+            time.sleep(0.05)
+        if verdict:
+            self.reason = "Stopped"
 
 
 def metric_logger():

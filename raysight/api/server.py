@@ -1,0 +1,118 @@
+"""`raysight api`: SageMaker's service API (AWS JSON 1.1, `POST /`, `X-Amz-Target`), signed
+with SigV4, over the same train and tune code the CLI runs. One FastAPI route; each request is
+authenticated, parsed against botocore's model, and handed to the operation that owns it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+
+from raysight.api import auth, wire
+from raysight.api.wire import AwsError
+
+DEFAULT_PORT = 8090
+# X-Amz-Target prefix → botocore service model (and SigV4 signing name)
+SERVICES = {"SageMaker": "sagemaker", "Logs_20140328": "logs"}
+
+
+def default_state() -> str:
+    return os.path.join(os.path.expanduser("~"), ".raysight", "api")
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    state: str = ""
+    credentials: str = ""
+
+
+class Api:
+    """The operations, by name; built once per server."""
+
+    def __init__(self, settings: Settings, echo=print):
+        from raysight.api import ray_jobs
+        from raysight.api.logs import Logs
+        from raysight.api.state import State
+        from raysight.api.training import Training
+        from raysight.api.tuning import Tuning
+
+        self.keys = auth.load_keys(settings.credentials)
+        self.state = State(settings.state)
+        dashboard = None if os.environ.get("RAY_ADDRESS") else ray_jobs.local_cluster(settings.state, echo)
+        self.jobs = ray_jobs.Jobs(dashboard)
+        tuning = Tuning(self.state, self.jobs)
+        training = Training(self.state, self.jobs, tuning)
+        self.operations = {
+            "CreateTrainingJob": training.create,
+            "DescribeTrainingJob": training.describe,
+            "StopTrainingJob": training.stop,
+            "ListTrainingJobs": training.list,
+            "CreateHyperParameterTuningJob": tuning.create,
+            "DescribeHyperParameterTuningJob": tuning.describe,
+            "StopHyperParameterTuningJob": tuning.stop,
+            "ListHyperParameterTuningJobs": tuning.list,
+            "ListTrainingJobsForHyperParameterTuningJob": tuning.children,
+        }
+        logs = Logs(self.state, self.jobs)
+        self.log_operations = {"DescribeLogStreams": logs.describe_streams, "GetLogEvents": logs.events}
+        self.owners = {"training": training, "tuning": tuning}
+        for row in self.state.pending():  # committed before a crash, maybe never submitted
+            echo(f"Submitting {row['kind']} job {row['name']}, recorded but not yet submitted")
+            self.owners[row["kind"]].submit(row["name"], row["request"], row["submission_id"])
+
+    def handle(self, method: str, url: str, headers: dict[str, str], body: bytes) -> dict:
+        target = headers.get("x-amz-target", "")
+        prefix = target.partition(".")[0]
+        if prefix not in SERVICES:
+            raise AwsError("UnknownOperationException", f"X-Amz-Target {target!r} names no service this "
+                                                        f"server speaks ({', '.join(SERVICES)})")
+        auth.verify(self.keys, method, url, headers, body, tuple(SERVICES.values()))
+        op = wire.operation(SERVICES[prefix], prefix, target)
+        operations = self.log_operations if prefix == "Logs_20140328" else self.operations
+        if op.name not in operations:
+            raise AwsError("UnknownOperationException", f"raysight api does not implement {target}; it "
+                                                        f"implements {', '.join(sorted(operations))}")
+        return operations[op.name](wire.parse_body(body, op))
+
+
+def app(api: Api):
+    """A bare Starlette app (FastAPI's core): one route, the body read raw, since the
+    signature covers its exact bytes."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def answer(status: int, body: dict, request_id: str) -> Response:
+        return Response(json.dumps(body, default=str), status_code=status,
+                        media_type="application/x-amz-json-1.1", headers={"x-amzn-RequestId": request_id})
+
+    async def call(request) -> Response:
+        request_id = str(uuid.uuid4())
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            out = await run_in_threadpool(api.handle, request.method, str(request.url), headers, body)
+        except AwsError as exc:
+            return answer(exc.status, exc.body(), request_id)
+        except Exception as exc:  # noqa: BLE001 - a server fault is a 500 the client can retry
+            print(f"InternalFailure in {headers.get('x-amz-target')}: {exc!r}", file=sys.stderr)
+            return answer(500, {"__type": "InternalFailure", "message": f"{type(exc).__name__}: {exc}"}, request_id)
+        return answer(200, out, request_id)
+
+    return Starlette(routes=[Route("/", call, methods=["POST"])])
+
+
+def serve(settings: Settings, echo=print) -> int:
+    import uvicorn
+
+    api = Api(settings, echo)
+    echo(f"raysight api listening on http://{settings.host}:{settings.port} "
+         f"(state {api.state.path}; AWS_ENDPOINT_URL_SAGEMAKER=http://{settings.host}:{settings.port})")
+    uvicorn.Server(uvicorn.Config(app(api), host=settings.host, port=settings.port, log_level="warning")).run()
+    api.state.close()
+    return 0
