@@ -81,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--credentials", default=None, help="AWS shared-credentials file whose key pairs may call "
                                                        "(default: the file boto3 reads, "
                                                        "AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials)")
+    p.add_argument("--serve-port", type=int, default=8000, help="port of Ray Serve's HTTP proxy, where endpoints "
+                                                                "run, if this server starts Serve (default 8000, "
+                                                                "Serve's own); InvokeEndpoint reaches them through "
+                                                                "this server")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per endpoint replica (one per instance "
+                                                                   "of InitialInstanceCount; default 1)")
+    p.add_argument("--max-running-jobs", type=int, default=0, help="at most N training jobs and N tuning jobs "
+                                                                  "in progress at once; one more gets "
+                                                                  "ResourceLimitExceeded (default 0: no limit)")
 
     p = sub.add_parser("digits", help="export scikit-learn's digits as images + .lst and a training request",
                        description="Write the bundled handwritten digits (1,797 real images) as PNG files and "
@@ -333,7 +342,8 @@ def cmd_api(args) -> int:
         return 0
     credentials = args.credentials or default_credentials_file()
     try:
-        settings = server.Settings(args.host, args.port, state, credentials)
+        settings = server.Settings(args.host, args.port, state, credentials, args.serve_port, args.replica_cpus,
+                                   args.max_running_jobs)
         return server.serve(settings, echo=lambda *a: print(*a, flush=True))
     except (OSError, ValueError) as exc:
         print(f"ClientError: {exc}", file=sys.stderr)

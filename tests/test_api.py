@@ -25,9 +25,9 @@ KEY, SECRET = "AKIDRAYSIGHTTEST", "raysight-test-secret"
 FAST_WAIT = {"Delay": 2, "MaxAttempts": 300}
 
 
-def start_api(state, credentials, port, env=None):
+def start_api(state, credentials, port, env=None, extra=()):
     proc = subprocess.Popen([sys.executable, "-m", "raysight", "api", "--port", str(port), "--state", str(state),
-                             "--credentials", str(credentials)], cwd=ROOT, env={**os.environ, **(env or {})},
+                             "--credentials", str(credentials), *extra], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -311,6 +311,28 @@ def test_stop_a_running_job_keeps_its_model(api, digits_small, tmp_path):
     assert (described["TrainingJobStatus"], described["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert os.path.getsize(described["ModelArtifacts"]["S3ModelArtifacts"]) > 0
     assert code_of(lambda: sm.stop_training_job(TrainingJobName="api-stop")) == "ValidationException"
+
+
+@pytest.mark.slow
+def test_a_job_past_max_running_jobs_gets_resource_limit_exceeded(ray_cluster, digits_small, tmp_path):
+    proc, url = start_api(tmp_path / "state", credentials_file(tmp_path), free_port(),
+                          extra=["--max-running-jobs", "1"])
+    try:
+        sm = client(url)
+        sm.create_training_job(**good_request(digits_small, str(tmp_path), "quota-one", epochs="200"))
+        with pytest.raises(ClientError) as info:
+            sm.create_training_job(**good_request(digits_small, str(tmp_path), "quota-two"))
+        error = info.value.response["Error"]
+        assert error["Code"] == "ResourceLimitExceeded" and "'Number of concurrent training jobs' is 1" in error[
+            "Message"], error
+        assert code_of(lambda: sm.describe_training_job(TrainingJobName="quota-two")) == "ValidationException"
+        sm.stop_training_job(TrainingJobName="quota-one")
+        assert wait(sm, "quota-one")["TrainingJobStatus"] == "Stopped"
+        sm.create_training_job(**good_request(digits_small, str(tmp_path), "quota-two"))  # room again
+        sm.stop_training_job(TrainingJobName="quota-two")
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.mark.slow

@@ -166,8 +166,20 @@ class Jobs:
         info = self.info(row["submission_id"]) if row["submitted"] else None
         return info, str(getattr(info, "status", "") or "").split(".")[-1]
 
+    def submitted(self, state, kind: str, name: str, submission_id: str) -> None:
+        """Mark the row submitted; a stop asked for while the submission was on its way is sent now."""
+        state.mark_submitted(kind, name)
+        row = state.get(kind, name)
+        if row and row["stop_requested"]:
+            self.stop(submission_id)
+
     def stop(self, submission_id: str) -> None:
-        self.client.stop_job(submission_id)
+        try:
+            self.client.stop_job(submission_id)
+        except RuntimeError as exc:
+            if "does not exist" not in str(exc):
+                raise
+            # not submitted yet: the stop is in the row, and `submitted` sends it on arrival
 
     def logs(self, submission_id: str) -> str:
         try:

@@ -28,6 +28,9 @@ class Settings:
     port: int = DEFAULT_PORT
     state: str = ""
     credentials: str = ""
+    serve_port: int = 8000  # Ray Serve's HTTP proxy, where the endpoints' applications run
+    replica_cpus: float = 1.0
+    max_running_jobs: int = 0  # per kind (training, tuning); 0: no limit
 
 
 class Api:
@@ -35,17 +38,28 @@ class Api:
 
     def __init__(self, settings: Settings, echo=print):
         from raysight.api import ray_jobs
+        from raysight.api.endpoints import Endpoints
         from raysight.api.logs import Logs
+        from raysight.api.models import Models
         from raysight.api.state import State
         from raysight.api.training import Training
+        from raysight.api.transform import Transforms
         from raysight.api.tuning import Tuning
 
         self.keys = auth.load_keys(settings.credentials)
         self.state = State(settings.state)
         dashboard = None if os.environ.get("RAY_ADDRESS") else ray_jobs.local_cluster(settings.state, echo)
         self.jobs = ray_jobs.Jobs(dashboard)
-        tuning = Tuning(self.state, self.jobs)
-        training = Training(self.state, self.jobs, tuning)
+        from raysight.api.quota import Quota
+
+        quota = Quota(settings.max_running_jobs)
+        tuning = Tuning(self.state, self.jobs, quota)
+        training = Training(self.state, self.jobs, tuning, quota)
+        models = Models(self.state)
+        transforms = Transforms(self.state, self.jobs, models)
+        # the dashboard Ray Jobs speaks to also takes Serve's declarative config
+        self.endpoints = Endpoints(self.state, models, dashboard or self.jobs.client.get_address(),
+                                   settings.serve_port, settings.replica_cpus, echo)
         self.operations = {
             "CreateTrainingJob": training.create,
             "DescribeTrainingJob": training.describe,
@@ -56,10 +70,27 @@ class Api:
             "StopHyperParameterTuningJob": tuning.stop,
             "ListHyperParameterTuningJobs": tuning.list,
             "ListTrainingJobsForHyperParameterTuningJob": tuning.children,
+            "CreateModel": models.create_model,
+            "DescribeModel": models.describe_model,
+            "DeleteModel": models.delete_model,
+            "ListModels": models.list_models,
+            "CreateEndpointConfig": models.create_endpoint_config,
+            "DescribeEndpointConfig": models.describe_endpoint_config,
+            "DeleteEndpointConfig": models.delete_endpoint_config,
+            "ListEndpointConfigs": models.list_endpoint_configs,
+            "CreateEndpoint": self.endpoints.create,
+            "DescribeEndpoint": self.endpoints.describe,
+            "UpdateEndpoint": self.endpoints.update,
+            "DeleteEndpoint": self.endpoints.delete,
+            "ListEndpoints": self.endpoints.list,
+            "CreateTransformJob": transforms.create,
+            "DescribeTransformJob": transforms.describe,
+            "StopTransformJob": transforms.stop,
+            "ListTransformJobs": transforms.list,
         }
         logs = Logs(self.state, self.jobs)
         self.log_operations = {"DescribeLogStreams": logs.describe_streams, "GetLogEvents": logs.events}
-        self.owners = {"training": training, "tuning": tuning}
+        self.owners = {"training": training, "tuning": tuning, "transform": transforms}
         for row in self.state.pending():  # committed before a crash, maybe never submitted
             echo(f"Submitting {row['kind']} job {row['name']}, recorded but not yet submitted")
             self.owners[row["kind"]].submit(row["name"], row["request"], row["submission_id"])
@@ -77,6 +108,13 @@ class Api:
             raise AwsError("UnknownOperationException", f"raysight api does not implement {target}; it "
                                                         f"implements {', '.join(sorted(operations))}")
         return operations[op.name](wire.parse_body(body, op))
+
+    def invoke(self, name: str, url: str, headers: dict[str, str], body: bytes):
+        """InvokeEndpoint (sagemaker-runtime, signed for service 'sagemaker')."""
+        from raysight.api.invoke import invoke
+
+        auth.verify(self.keys, "POST", url, headers, body, ("sagemaker",))
+        return invoke(self.endpoints, name, headers, body)
 
 
 def app(api: Api):
@@ -104,7 +142,16 @@ def app(api: Api):
             return answer(500, {"__type": "InternalFailure", "message": f"{type(exc).__name__}: {exc}"}, request_id)
         return answer(200, out, request_id)
 
-    return Starlette(routes=[Route("/", call, methods=["POST"])])
+    async def invocations(request) -> Response:
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            return await run_in_threadpool(api.invoke, request.path_params["name"], str(request.url), headers, body)
+        except AwsError as exc:
+            return answer(exc.status, exc.body(), str(uuid.uuid4()))
+
+    return Starlette(routes=[Route("/", call, methods=["POST"]),
+                             Route("/endpoints/{name}/invocations", invocations, methods=["POST"])])
 
 
 def serve(settings: Settings, echo=print) -> int:

@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     final TEXT,                      -- the Describe record, once the job has ended
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE IF NOT EXISTS resources (  -- models, endpoint configs, endpoints: records, not jobs
+    kind TEXT NOT NULL,              -- 'model' | 'endpoint-config' | 'endpoint'
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    record TEXT NOT NULL,            -- what Describe* answers (an endpoint's also its apps)
+    PRIMARY KEY (kind, name)
+);
 """
 
 
@@ -80,9 +87,40 @@ class State:
     def all(self, kind: str) -> list[dict[str, Any]]:
         return [_row(r) for r in self._run("SELECT * FROM jobs WHERE kind = ? ORDER BY created", (kind,))]
 
+    def unfinished(self, kind: str) -> list[dict[str, Any]]:
+        """Rows whose job has no final record yet: running, or not yet known to have ended."""
+        return [_row(r) for r in self._run("SELECT * FROM jobs WHERE kind = ? AND final IS NULL AND "
+                                           "submission_id IS NOT NULL", (kind,))]
+
     def pending(self) -> list[dict[str, Any]]:
         """Rows committed whose submission may not have reached Ray."""
         return [_row(r) for r in self._run("SELECT * FROM jobs WHERE submitted = 0 AND submission_id IS NOT NULL")]
+
+    # -- resources -------------------------------------------------------------------------
+    def add_resource(self, kind: str, name: str, record: dict[str, Any]) -> bool:
+        """False when the name is taken."""
+        try:
+            self._run("INSERT INTO resources (kind, name, created, record) VALUES (?,?,?,?)",
+                      (kind, name, time.time(), json.dumps(record)))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def resource(self, kind: str, name: str) -> dict[str, Any] | None:
+        rows = self._run("SELECT record FROM resources WHERE kind = ? AND name = ?", (kind, name))
+        return json.loads(rows[0]["record"]) if rows else None
+
+    def replace_resource(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        self._run("UPDATE resources SET record = ? WHERE kind = ? AND name = ?", (json.dumps(record), kind, name))
+
+    def remove_resource(self, kind: str, name: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+            return cursor.rowcount > 0
+
+    def resources(self, kind: str) -> list[dict[str, Any]]:
+        rows = self._run("SELECT record FROM resources WHERE kind = ? ORDER BY created", (kind,))
+        return [json.loads(r["record"]) for r in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -61,8 +61,11 @@ def failed_record(name: str, body: dict[str, Any], reason: str) -> dict[str, Any
 
 
 class Training:
-    def __init__(self, state, jobs, tuning=None):
+    def __init__(self, state, jobs, tuning=None, quota=None):
+        from raysight.api.quota import Quota
+
         self.state, self.jobs = state, jobs
+        self.quota = quota or Quota()
         self.tuning = tuning  # its children are training jobs too, recorded by their job.json
 
     # -- CreateTrainingJob ------------------------------------------------------------------
@@ -83,8 +86,9 @@ class Training:
             raise AwsError("ResourceInUse", f"training job {name!r} already completed under its "
                                             f"S3OutputPath; choose a new TrainingJobName")
         submission_id = f"raysight-training-{name}-{uuid.uuid4().hex[:8]}"
-        if not self.state.add(KIND, name, body, submission_id):
-            raise AwsError("ResourceInUse", f"a training job named {name!r} already exists")
+        with self.quota.admit("Number of concurrent training jobs", self.running):
+            if not self.state.add(KIND, name, body, submission_id):
+                raise AwsError("ResourceInUse", f"a training job named {name!r} already exists")
         self.submit(name, body, submission_id)
         return {"TrainingJobArn": arn("training-job", name)}
 
@@ -99,7 +103,7 @@ class Training:
         """In the background, so CreateTrainingJob answers at once, as SageMaker's does; a row
         whose submission never happened (a crash) is submitted on the next start."""
         self.jobs.submit_later(submission_id, ["train", "request.json"], {"request.json": json.dumps(body)},
-                               done=lambda: self.state.mark_submitted(KIND, name),
+                               done=lambda: self.jobs.submitted(self.state, KIND, name, submission_id),
                                failed=lambda exc: self.state.finish(KIND, name, failed_record(
                                    name, body, f"InternalServerError: the job could not be submitted to Ray: {exc}")))
 
@@ -114,6 +118,9 @@ class Training:
         if not record:
             raise not_found("training job", name)
         return record
+
+    def running(self) -> int:
+        return sum(self.record(row)["TrainingJobStatus"] not in ENDED for row in self.state.unfinished(KIND))
 
     def record(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["final"]:

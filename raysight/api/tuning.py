@@ -30,8 +30,11 @@ def output(request: dict[str, Any], *parts: str) -> str:
 
 
 class Tuning:
-    def __init__(self, state, jobs):
+    def __init__(self, state, jobs, quota=None):
+        from raysight.api.quota import Quota
+
         self.state, self.jobs = state, jobs
+        self.quota = quota or Quota()
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         from raysight.tune.request import parse_tuning_job
@@ -51,8 +54,9 @@ class Tuning:
             raise AwsError("ResourceInUse", f"tuning job {name!r} already ended under its S3OutputPath; "
                                             "choose a new HyperParameterTuningJobName")
         submission_id = f"raysight-tuning-{name}-{uuid.uuid4().hex[:8]}"
-        if not self.state.add(KIND, name, body, submission_id):
-            raise AwsError("ResourceInUse", f"Hyperparameter tuning job {name!r} already exists")
+        with self.quota.admit("Number of concurrent hyperparameter tuning jobs", self.running):
+            if not self.state.add(KIND, name, body, submission_id):
+                raise AwsError("ResourceInUse", f"Hyperparameter tuning job {name!r} already exists")
         self.submit(name, body, submission_id)
         return {"HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", name)}
 
@@ -65,7 +69,7 @@ class Tuning:
                                            "FailureReason": f"the job could not be submitted to Ray: {exc}"[:1024]})
 
         self.jobs.submit_later(submission_id, ["tune", "request.json"], {"request.json": json.dumps(body)},
-                               done=lambda: self.state.mark_submitted(KIND, name), failed=failed)
+                               done=lambda: self.jobs.submitted(self.state, KIND, name, submission_id), failed=failed)
 
     def _row(self, name: str) -> dict[str, Any]:
         row = self.state.get(KIND, name)
@@ -75,6 +79,10 @@ class Tuning:
 
     def describe(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.record(self._row(body["HyperParameterTuningJobName"]))
+
+    def running(self) -> int:
+        return sum(self.record(row)["HyperParameterTuningJobStatus"] not in ENDED
+                   for row in self.state.unfinished(KIND))
 
     def record(self, row: dict[str, Any]) -> dict[str, Any]:
         if row["final"]:
