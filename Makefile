@@ -4,16 +4,20 @@
 #   make test-fast - the tier without training jobs (about 4 minutes)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+SDK_VENV := .venv-sdk
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-sdk.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	# the SageMaker SDK's own environment (tests/test_sdk_example.py): it would downgrade protobuf in .venv
+	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q -r requirements-sdk.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -44,8 +44,21 @@ def _alive(dashboard: str) -> bool:
         return False
 
 
+def _same_auth_as_ray_start() -> None:
+    """`ray start` turns Ray's token authentication on when a token exists (~/.ray/auth_token,
+    which any earlier `ray.init` writes) and RAY_AUTH_MODE is unset; this process's Jobs and
+    Serve clients must then send it, so make the same decision here, with Ray's own function."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def local_cluster(state: str, echo=print) -> str:
     """The dashboard URL of this state folder's local Ray, started if it is not running."""
+    _same_auth_as_ray_start()
     record = os.path.join(state, "cluster.json")
     if os.path.exists(record):
         dashboard = json.load(open(record))["dashboard"]

@@ -1,0 +1,51 @@
+"""The SageMaker Python SDK v2, unchanged, against `raysight api`: jobs/sagemaker_sdk_example.py
+(fit with logs → deploy → predict → HyperparameterTuner → transformer) in the SDK's own virtual
+environment (`.venv-sdk`, made by `make install`), with S3 on the session's moto server."""
+import os
+import re
+import subprocess
+
+import boto3
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.test_api import start_api
+
+SDK_PYTHON = os.path.join(ROOT, ".venv-sdk", "bin", "python")
+
+
+@pytest.mark.slow
+def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp_path):
+    assert os.path.exists(SDK_PYTHON), "the SageMaker SDK's environment is missing: run `make install`"
+    # one key pair for every client of the SDK's boto session: moto takes any, the API this one
+    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    (tmp_path / "credentials").write_text(f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
+    proc, url = start_api(tmp_path / "state", tmp_path / "credentials", free_port(),
+                          extra=["--serve-port", str(free_port()), "--replica-cpus", "0.5"])
+    boto3.client("s3").create_bucket(Bucket="sdk-example")
+    env = {**os.environ, "AWS_ENDPOINT_URL_SAGEMAKER": url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
+           "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": url, "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}
+    env.pop("PYTHONPATH", None)
+    try:
+        run = subprocess.run([SDK_PYTHON, os.path.join(ROOT, "jobs", "sagemaker_sdk_example.py"), "--data",
+                              digits_small[0], "--bucket", "sdk-example"], capture_output=True, text=True,
+                             timeout=1200, env=env, cwd=str(tmp_path))
+        # deploy → predict → delete_model / delete_endpoint left nothing behind
+        left = boto3.client("sagemaker", endpoint_url=url).list_endpoints()["Endpoints"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        from ray import serve
+
+        serve.shutdown()
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    # fit(logs=True) streamed the job's log through CloudWatch Logs' API, metric lines as SageMaker's
+    assert re.search(r"^Epoch\[2\] Validation-accuracy=[0-9.]+$", out, re.M), out[-3000:]
+    assert "Completed - Training job completed" in out
+    accuracy = float(re.search(r"endpoint accuracy on 30 validation images: ([0-9.]+)", out).group(1))
+    assert accuracy > 0.2, out[-3000:]  # 10 classes: chance is 0.1
+    assert re.search(r"^best training job: ic-tune-\d+-00[12]-", out, re.M), out[-3000:]
+    expected = len(os.listdir(os.path.join(digits_small[0], "validation", "0")))
+    assert f"transform: {expected} .out files under s3://sdk-example/" in out, out[-3000:]
+    assert left == [], left
