@@ -101,7 +101,7 @@ def run(request: dict[str, Any], echo=print) -> dict[str, Any]:
 
 
 def _trial_function(tuning: dict[str, Any]):
-    judged = tuning["strategy"] == "Hyperband" or tuning["early_stopping"] == "Auto"  # see _scheduler
+    judged = _judged(tuning)
 
     def trial(config: dict[str, Any]) -> None:
         from ray import tune
@@ -157,19 +157,25 @@ def _searcher(tuning: dict[str, Any], parents):
     return tune.search.ConcurrencyLimiter(search, max_concurrent=tuning["max_parallel"])
 
 
+def _judged(tuning: dict[str, Any]) -> bool:
+    """A rule judges every epoch (Hyperband's ASHA, or `Auto` early stopping), so the workers
+    await its verdict before the next one."""
+    return tuning["strategy"] == "Hyperband" or tuning["early_stopping"] == "Auto"
+
+
 def _scheduler(tuning: dict[str, Any]):
     from ray.tune.schedulers import ASHAScheduler
 
     from raysight.tune import rules
 
+    if not _judged(tuning):
+        return rules.Scheduler(None)
     if tuning["strategy"] == "Hyperband":
         hb = tuning["hyperband"]
         inner = ASHAScheduler(time_attr=rules.EPOCHS, max_t=hb["max"], grace_period=hb["min"],
                               reduction_factor=REDUCTION_FACTOR, brackets=1)
         return rules.Scheduler(inner, max_epochs=hb["max"])
-    if tuning["early_stopping"] == "Auto":
-        return rules.Scheduler(rules.MedianRule(tuning["metric"], tuning["mode"]))
-    return rules.Scheduler(None)
+    return rules.Scheduler(rules.MedianRule(tuning["metric"], tuning["mode"]))
 
 
 def _progress(tuning: dict[str, Any]):
