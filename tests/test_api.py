@@ -439,6 +439,42 @@ def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_killed_tuning_job_ends_its_running_child_too(api, digits_small, tmp_path):
+    """SIGKILL to the tuning process takes its trial with it; the child must not stay InProgress."""
+    sm = client(api)
+    root, counts = digits_small
+    request = tuning_request(root, str(tmp_path), counts)
+    request["HyperParameterTuningJobName"] = "api-killed"
+    request["TrainingJobDefinition"]["StaticHyperParameters"]["epochs"] = "200"
+    sm.create_hyper_parameter_tuning_job(**request)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("api-killed-*/checkpoints/*/checkpoint_*")):  # a child has trained an epoch
+        assert time.time() < deadline
+        time.sleep(1)
+    [job_json] = tmp_path.glob("api-killed-*/output/job.json")
+    name = job_json.parent.parent.name
+    assert json.loads(job_json.read_text())["TrainingJobStatus"] == "InProgress"
+    pids = subprocess.run(["pgrep", "-f", "raysight tune request.json"], capture_output=True, text=True).stdout.split()
+    assert pids
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.time() + 120
+    while sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-killed")[
+            "HyperParameterTuningJobStatus"] in ("InProgress", "Stopping"):
+        assert time.time() < deadline
+        time.sleep(2)
+    child = sm.describe_training_job(TrainingJobName=name)
+    check_shape(child, "DescribeTrainingJob")
+    assert child["TrainingJobStatus"] == "Failed" and "api-killed ended (Failed)" in child["FailureReason"]
+    assert child["SecondaryStatusTransitions"][-1]["Status"] == "Failed"
+    listed = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-killed")
+    check_shape(listed, "ListTrainingJobsForHyperParameterTuningJob")
+    assert "InProgress" not in [s["TrainingJobStatus"] for s in listed["TrainingJobSummaries"]]
+    assert [s["TrainingJobStatus"] for s in sm.list_training_jobs(NameContains="api-killed-")[
+        "TrainingJobSummaries"]] == ["Failed"]
+
+
+@pytest.mark.slow
 def test_the_boto3_example_script_runs_unchanged_against_the_api(api, digits_small, tmp_path):
     """jobs/boto3_training.py, with only the endpoint in the environment."""
     request = good_request(digits_small, str(tmp_path), "unused")

@@ -117,7 +117,7 @@ class Training:
         record = read_json(uri) if uri else None
         if not record:
             raise not_found("training job", name)
-        return record
+        return self.tuning.orphan(record)
 
     def running(self) -> int:
         return sum(self.record(row)["TrainingJobStatus"] not in ENDED for row in self.state.unfinished(KIND))
@@ -203,7 +203,7 @@ class Training:
         for _, uri in self.tuning.child_names() if self.tuning else []:
             record = read_json(uri)
             if record:
-                summaries.append(self._summary(record))
+                summaries.append(self._summary(self.tuning.orphan(record)))
         return paginate(summaries, body, "TrainingJobSummaries", {
             "Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"},
             name_key="TrainingJobName", status_key="TrainingJobStatus")

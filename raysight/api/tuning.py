@@ -147,6 +147,7 @@ class Tuning:
         row = self._row(body["HyperParameterTuningJobName"])
         self.record(row)
         listed = (_read(output(row["request"], "training-jobs.json")) or {}).get("TrainingJobSummaries", [])
+        listed = [self.orphan(s, summary=True) for s in listed]
         for s in listed:
             s["_objective"] = (s.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
         sort_by = body.get("SortBy") or "Name"
@@ -168,6 +169,35 @@ class Tuning:
                 if storage.exists(uri):
                     return uri
         return None
+
+    def orphan(self, child: dict[str, Any], summary: bool = False) -> dict[str, Any]:
+        """A child still `InProgress` after its tuning job ended: the tuning process was killed
+        (SIGKILL, a lost node), and its trials with it, before it could end them. The child
+        ends as its tuning job did, at that time. `summary`: a ListTrainingJobsForHyperParameter-
+        TuningJob row, whose shape has no SecondaryStatus."""
+        if child.get("TrainingJobStatus") not in ("InProgress", "Stopping"):
+            return child
+        rows = [r for r in self.state.all(KIND) if child["TrainingJobName"].startswith(r["name"] + "-")]
+        if not rows:
+            return child
+        parent = self.record(rows[0])
+        ended = parent["HyperParameterTuningJobStatus"]
+        if ended not in ENDED:
+            return child
+        end = parent.get("HyperParameterTuningEndTime") or time.time()
+        verdict = "Stopped" if ended == "Stopped" else "Failed"
+        reason = f"AlgorithmError: tuning job {rows[0]['name']} ended ({ended}) before this training job did"
+        out = {**child, "TrainingJobStatus": verdict, "TrainingEndTime": end}
+        if verdict == "Failed":
+            out["FailureReason"] = reason
+        if not summary:
+            out.update(SecondaryStatus=verdict, LastModifiedTime=end)
+            steps = [dict(t) for t in child.get("SecondaryStatusTransitions") or []]
+            if steps:
+                steps[-1].setdefault("EndTime", end)
+            out["SecondaryStatusTransitions"] = steps + [
+                {"Status": verdict, "StartTime": end, "EndTime": end, "StatusMessage": reason}]
+        return out
 
     def child_names(self) -> list[tuple[str, str]]:
         """(name, job.json URI) of every child seen so far, running ones included."""
