@@ -301,3 +301,26 @@ def test_a_server_killed_and_restarted_reattaches_to_its_endpoint(server, traine
     assert json.loads(after) == json.loads(before)
     sm.delete_endpoint(EndpointName="kept")
     sm.get_waiter("endpoint_deleted").wait(EndpointName="kept", WaiterConfig=WAIT)
+
+
+def test_instance_types_and_counts_become_serve_replicas_and_gpus(tmp_path):
+    """The config each variant's Serve app gets: InitialInstanceCount replicas, one GPU per
+    replica on an ml.p*/ml.g* type, and settings the serving app itself accepts."""
+    from raysight.api.endpoints import Endpoints
+    from raysight.api.models import Models
+    from raysight.api.state import State
+    from raysight.serve.options import ServeOptions
+
+    state = State(str(tmp_path / "state"))
+    models = Models(state)
+    models.create_model(model_request("m", make_model(tmp_path / "model.tar.gz")))
+    config = config_request("c", ("Gpu", "m", 3.0), ("Cpu", "m", 1.0))
+    config["ProductionVariants"][0].update(InstanceType="ml.g5.xlarge", InitialInstanceCount=2)
+    models.create_endpoint_config(config)
+    endpoints = Endpoints(state, models, "http://127.0.0.1:9", 8000, 0.5)
+    apps = [endpoints._serve_app(a) for a in endpoints._applications("e", models.config("c"), 1)]
+    gpu, cpu = (ServeOptions.from_args(a["args"]) for a in apps)
+    assert (gpu.replicas, gpu.gpus_per_replica, gpu.cpus_per_replica, gpu.variant) == (2, 1, 0.5, "Gpu")
+    assert (cpu.replicas, cpu.gpus_per_replica, cpu.name) == (1, 0, "e")
+    assert gpu.deployment()["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 1}
+    assert [a["route_prefix"] for a in apps] == ["/raysight-endpoints/e/1/Gpu", "/raysight-endpoints/e/1/Cpu"]
