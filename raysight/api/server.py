@@ -41,6 +41,7 @@ class Api:
         from raysight.api.endpoints import Endpoints
         from raysight.api.logs import Logs
         from raysight.api.models import Models
+        from raysight.api.quota import Quota
         from raysight.api.state import State
         from raysight.api.training import Training
         from raysight.api.transform import Transforms
@@ -50,8 +51,6 @@ class Api:
         self.state = State(settings.state)
         dashboard = None if os.environ.get("RAY_ADDRESS") else ray_jobs.local_cluster(settings.state, echo)
         self.jobs = ray_jobs.Jobs(dashboard)
-        from raysight.api.quota import Quota
-
         quota = Quota(settings.max_running_jobs)
         tuning = Tuning(self.state, self.jobs, quota)
         training = Training(self.state, self.jobs, tuning, quota)

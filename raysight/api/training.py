@@ -42,10 +42,29 @@ def check_locations(definition: dict[str, Any], field: str = "") -> None:
     for i, channel in enumerate(definition.get("InputDataConfig") or []):
         source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
         places.append((f"InputDataConfig.{i + 1}.DataSource.S3DataSource.S3Uri", source.get("S3Uri")))
+    refuse_relative([(field + where, uri) for where, uri in places])
+
+
+def refuse_relative(places: list[tuple[str, Any]]) -> None:
+    """ValidationException naming the first (field, location) that is a relative local path."""
     for where, uri in places:
         if isinstance(uri, str) and "://" not in uri and not uri.startswith("/"):
-            raise validation(f"Value {uri!r} at '{field}{where}' is a relative path; the API's jobs run in a "
+            raise validation(f"Value {uri!r} at '{where}' is a relative path; the API's jobs run in a "
                              "working directory of their own: give s3://, file:// or an absolute path")
+
+
+def stop_job(owner, kind: str, label: str, name: str, status_key: str) -> dict[str, Any]:
+    """Stop*Job: SIGTERM to the job's Ray Job (it keeps what it has done and ends Stopped);
+    refused once the job has ended. `owner` is Training or Transforms (state, jobs, record)."""
+    row = owner.state.get(kind, name)
+    if row is None:
+        raise not_found(label, name)
+    status = owner.record(row)[status_key]
+    if status in ENDED:
+        raise validation(f"The request was rejected because the {label} is in status {status}.")
+    owner.state.stop(kind, name)
+    owner.jobs.stop(row["submission_id"])
+    return {}
 
 
 def failed_record(name: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -186,16 +205,7 @@ class Training:
 
     # -- StopTrainingJob ----------------------------------------------------------------------
     def stop(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["TrainingJobName"]
-        row = self.state.get(KIND, name)
-        if row is None:
-            raise not_found("training job", name)
-        status = self.record(row)["TrainingJobStatus"]
-        if status in ENDED:
-            raise validation(f"The request was rejected because the training job is in status {status}.")
-        self.state.stop(KIND, name)
-        self.jobs.stop(row["submission_id"])  # SIGTERM: the driver keeps the best model and ends Stopped
-        return {}
+        return stop_job(self, KIND, "training job", body["TrainingJobName"], "TrainingJobStatus")
 
     # -- ListTrainingJobs -------------------------------------------------------------------
     def list(self, body: dict[str, Any]) -> dict[str, Any]:

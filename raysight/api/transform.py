@@ -14,7 +14,7 @@ from typing import Any
 
 from raysight import storage
 from raysight.api.ray_jobs import TERMINAL
-from raysight.api.training import paginate, read_json
+from raysight.api.training import paginate, read_json, refuse_relative, stop_job
 from raysight.api.wire import AwsError, not_found, validation
 from raysight.errors import ClientError
 from raysight.job_request import arn
@@ -37,12 +37,9 @@ class Transforms:
                                             f"and a transform job with this name already exists "
                                             f"({arn('transform-job', name)})")
         model = self.models.model(body["ModelName"])["PrimaryContainer"]["ModelDataUrl"]
-        for where, uri in (("TransformInput.DataSource.S3DataSource.S3Uri",
-                            body["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]),
-                           ("TransformOutput.S3OutputPath", body["TransformOutput"]["S3OutputPath"])):
-            if "://" not in uri and not uri.startswith("/"):
-                raise validation(f"Value {uri!r} at '{where}' is a relative path; the API's jobs run in a working "
-                                 "directory of their own: give s3://, file:// or an absolute path")
+        refuse_relative([("TransformInput.DataSource.S3DataSource.S3Uri",
+                          body["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]),
+                         ("TransformOutput.S3OutputPath", body["TransformOutput"]["S3OutputPath"])])
         try:
             parse(body, model, EXECUTION_PARAMETERS)  # as `raysight transform` refuses it, before any work
         except ClientError as exc:
@@ -101,16 +98,8 @@ class Transforms:
         return record
 
     def stop(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["TransformJobName"]
-        row = self.state.get(KIND, name)
-        if row is None:
-            raise not_found("transform job", name)
-        status = self.record(row)["TransformJobStatus"]
-        if status in ENDED:
-            raise validation(f"The request was rejected because the transform job is in status {status}.")
-        self.state.stop(KIND, name)
-        self.jobs.stop(row["submission_id"])  # SIGTERM: the job answers what is in flight, then ends Stopped
-        return {}
+        # SIGTERM: the job answers what is in flight, then ends Stopped
+        return stop_job(self, KIND, "transform job", body["TransformJobName"], "TransformJobStatus")
 
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
         keys = ("TransformJobName", "TransformJobArn", "CreationTime", "TransformEndTime", "LastModifiedTime",

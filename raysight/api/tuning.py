@@ -162,13 +162,16 @@ class Tuning:
 
     def child_output(self, name: str) -> str | None:
         """Where a child training job's job.json is, if `name` belongs to one of these tuning jobs."""
-        for row in self.state.all(KIND):
-            if name.startswith(row["name"] + "-"):
-                uri = storage.join(row["request"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"],
-                                   name, "output", "job.json")
-                if storage.exists(uri):
-                    return uri
+        for row in self._parents(name):
+            uri = storage.join(row["request"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"],
+                               name, "output", "job.json")
+            if storage.exists(uri):
+                return uri
         return None
+
+    def _parents(self, name: str) -> list[dict[str, Any]]:
+        """The tuning jobs whose children's names `name` could be (<tuning job>-<nnn>-<id>)."""
+        return [row for row in self.state.all(KIND) if name.startswith(row["name"] + "-")]
 
     def orphan(self, child: dict[str, Any], summary: bool = False) -> dict[str, Any]:
         """A child still `InProgress` after its tuning job ended: the tuning process was killed
@@ -177,7 +180,7 @@ class Tuning:
         TuningJob row, whose shape has no SecondaryStatus."""
         if child.get("TrainingJobStatus") not in ("InProgress", "Stopping"):
             return child
-        rows = [r for r in self.state.all(KIND) if child["TrainingJobName"].startswith(r["name"] + "-")]
+        rows = self._parents(child["TrainingJobName"])
         if not rows:
             return child
         parent = self.record(rows[0])
