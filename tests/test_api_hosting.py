@@ -98,6 +98,8 @@ def test_bad_hosting_requests_get_sagemakers_codes_and_create_nothing(api, tmp_p
         (lambda: sm.describe_endpoint(EndpointName="no-such-endpoint"), "ValidationException",
          'Could not find endpoint "arn:aws:sagemaker:'),
         (lambda: sm.create_model(**model_request("bad_name!", path)), "ValidationException", "modelName"),
+        (lambda: sm.create_model(**model_request("bad-relative", "models/model.tar.gz")), "ValidationException",
+         "at 'PrimaryContainer.ModelDataUrl' is a relative path"),
     ]
     for call, code, words in cases:
         with pytest.raises(ClientError) as info:
