@@ -95,6 +95,7 @@ tuner.fit(inputs, job_name=f"ic-tune-{run}", include_cls_metadata=False)
 tuner.wait()
 best = tuner.best_training_job()
 print("best training job:", best, sess.describe_training_job(best)["FinalMetricDataList"])
+sess.logs_for_job(best, wait=False)  # each training job of a tuning job has its own log stream
 
 # --- 5. Batch transform -----------------------------------------------------------------------------
 transformer = ic.transformer(instance_count=1, instance_type="ml.m5.large",

@@ -431,6 +431,26 @@ def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
     assert child["TrainingJobStatus"] == "Completed" and child["TuningJobArn"] == described["HyperParameterTuningJobArn"]
     listed = [s["TrainingJobName"] for s in sm.list_training_jobs(NameContains="api-tuning-")["TrainingJobSummaries"]]
     assert sorted(listed) == sorted(s["TrainingJobName"] for s in children["TrainingJobSummaries"])
+    # each child has a log stream of its own: its lines from the tuning job's shared log, untagged
+    logs = client(api, "logs")
+    for s in children["TrainingJobSummaries"]:
+        name = s["TrainingJobName"]
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                            logStreamNamePrefix=name + "/")["logStreams"]
+        assert [st["logStreamName"].split("/")[0] for st in streams] == [name]
+        lines = [e["message"] for e in logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"],
+            startFromHead=True)["events"]]
+        assert any(line.startswith(f"Training job {name}: ") for line in lines), lines[:20]
+        assert any(re.match(r"Epoch\[1\] Validation-accuracy=[0-9.]+$", line) for line in lines), lines
+        others = [o["TrainingJobName"] for o in children["TrainingJobSummaries"] if o["TrainingJobName"] != name]
+        assert not [line for line in lines if line.startswith("[") or any(o in line for o in others)], lines
+    tuning_log = logs.describe_log_streams(logGroupName="/aws/sagemaker/HyperParameterTuningJobs",
+                                           logStreamNamePrefix="api-tuning/")["logStreams"]
+    shared = [e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/HyperParameterTuningJobs", logStreamName=tuning_log[0]["logStreamName"],
+        startFromHead=True)["events"]]
+    assert any(line.startswith(f"[{best['TrainingJobName']}] Epoch[1] Validation-accuracy=") for line in shared)
     tunings = sm.list_hyper_parameter_tuning_jobs(NameContains="api-tuning")
     check_shape(tunings, "ListHyperParameterTuningJobs")
     assert [t["HyperParameterTuningJobStatus"] for t in tunings["HyperParameterTuningJobSummaries"]] == ["Completed"]

@@ -45,7 +45,14 @@ def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp
     assert "Completed - Training job completed" in out
     accuracy = float(re.search(r"endpoint accuracy on 30 validation images: ([0-9.]+)", out).group(1))
     assert accuracy > 0.2, out[-3000:]  # 10 classes: chance is 0.1
-    assert re.search(r"^best training job: ic-tune-\d+-00[12]-", out, re.M), out[-3000:]
+    best = re.search(r"^best training job: (ic-tune-\d+-00[12]-[0-9a-f]{8})", out, re.M)
+    assert best, out[-3000:]
+    # logs_for_job(best) printed that child's own stream: its lines, untagged, and no other job's
+    tail = out[best.end():]
+    # (the SDK ends its status line without a newline, so the first log line may follow on it)
+    assert set(re.findall(r"Training job (ic-tune-\S+): ", tail)) == {best.group(1)}, tail[-3000:]
+    assert re.search(r"^Epoch\[\d+\] Validation-accuracy=[0-9.]+$", tail, re.M), tail[-3000:]
+    assert not re.search(r"^\[ic-tune-", tail, re.M), tail[-3000:]
     expected = len(os.listdir(os.path.join(digits_small[0], "validation", "0")))
     assert f"transform: {expected} .out files under s3://sdk-example/" in out, out[-3000:]
     assert left == [], left

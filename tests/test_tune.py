@@ -94,6 +94,10 @@ def test_two_trial_random_search_then_a_warm_started_bayesian_search(ray_cluster
     assert (tmp_path / "tiny-tuning" / "best" / "model.tar.gz").read_bytes() == \
         (tmp_path / best["TrainingJobName"] / "output" / "model.tar.gz").read_bytes()
     assert best["TrainingJobName"] + " *" in proc.stdout  # the table marks the best trial
+    # each child's lines, its workers' included, say whose they are
+    for s in summaries:
+        assert f"[{s['TrainingJobName']}] Epoch[1] Validation-accuracy=" in proc.stdout
+        assert f"[{s['TrainingJobName']}] Training job {s['TrainingJobName']}: " in proc.stdout
 
     # Bayesian, warm-started from the job above: its points seed the GP, and the record
     # names the best job of both

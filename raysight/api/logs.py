@@ -2,7 +2,8 @@
 (`DescribeLogStreams`, `GetLogEvents`), answered from the Ray Job's log.
 
 Log group `/aws/sagemaker/TrainingJobs` (and `/aws/sagemaker/HyperParameterTuningJobs` for a
-tuning job's own log), one stream per job, `<job-name>/algo-1-<creation time>`. Ray prefixes a
+tuning job's own log), one stream per job, `<job-name>/algo-1-<creation time>`; a tuning
+job's children have streams of their own there too. Ray prefixes a
 worker's lines with `(RayTrainWorker pid=N)` and colours; those are taken off, so the metric
 lines read exactly as SageMaker's and MetricDefinitions match them unchanged. Ray keeps no time
 per line: event i of a job is stamped with the job's start time plus i milliseconds, so times
@@ -26,37 +27,60 @@ def _missing(what: str) -> AwsError:
     return AwsError("ResourceNotFoundException", f"The specified {what} does not exist.")
 
 
-class Logs:
-    def __init__(self, state, jobs):
-        self.state, self.jobs = state, jobs
+class Stream:
+    """One log stream: a job's name, its creation time, and how to read its lines."""
 
-    def _rows(self, group: str | None):
+    def __init__(self, name: str, created: float, read):
+        self.name, self.created, self.read = f"{name}/algo-1-{int(created)}", created, read
+
+
+class Logs:
+    def __init__(self, state, jobs, tuning=None):
+        self.state, self.jobs, self.tuning = state, jobs, tuning
+
+    def _streams(self, group: str | None, prefix: str = "") -> list[Stream]:
         if group not in GROUPS:
             raise _missing("log group")
-        return [r for r in self.state.all(GROUPS[group]) if r["submission_id"]]
+        streams = [Stream(r["name"], r["created"], lambda r=r: self._lines(r["submission_id"]))
+                   for r in self.state.all(GROUPS[group]) if r["submission_id"]]
+        if GROUPS[group] == "training" and self.tuning:
+            streams += self._children(prefix)
+        return [s for s in streams if s.name.startswith(prefix)]
 
-    @staticmethod
-    def stream_name(row) -> str:
-        return f"{row['name']}/algo-1-{int(row['created'])}"
+    def _children(self, prefix: str) -> list[Stream]:
+        """A tuning job's children run in its Ray Job and share its log; each line a child
+        logs starts with its tag (tune.children.child_tag), so its own stream is those lines,
+        untagged, as SageMaker gives every training job of a tuning job a stream of its own."""
+        from raysight.api.training import read_json
+        from raysight.tune.children import child_tag
 
-    def _lines(self, row) -> list[str]:
-        text = self.jobs.logs(row["submission_id"])
+        out = []
+        for name, uri in self.tuning.child_names():
+            if not (f"{name}/".startswith(prefix) or prefix.startswith(f"{name}/")):
+                continue  # the SDK asks for one job's streams: read no other job's record
+            record = read_json(uri)
+            parents = [r for r in self.tuning.parents(name) if r["submission_id"]]
+            if not record or not parents:
+                continue
+            tag = child_tag(name)
+            out.append(Stream(name, record["CreationTime"], lambda p=parents[0], tag=tag: [
+                line[len(tag):] for line in self._lines(p["submission_id"]) if line.startswith(tag)]))
+        return out
+
+    def _lines(self, submission_id: str) -> list[str]:
+        text = self.jobs.logs(submission_id)
         return [COLOUR.sub("", RAY_PREFIX.sub("", line)) for line in text.splitlines()]
 
     def describe_streams(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = body.get("logStreamNamePrefix") or ""
         streams = []
-        for row in self._rows(body.get("logGroupName")):
-            name = self.stream_name(row)
-            if not name.startswith(prefix):
-                continue
-            created = int(row["created"] * 1000)
-            lines = self._lines(row)
-            streams.append({"logStreamName": name, "creationTime": created, "firstEventTimestamp": created,
+        for stream in self._streams(body.get("logGroupName"), body.get("logStreamNamePrefix") or ""):
+            created = int(stream.created * 1000)
+            lines = stream.read()
+            streams.append({"logStreamName": stream.name, "creationTime": created, "firstEventTimestamp": created,
                             "lastEventTimestamp": created + max(len(lines) - 1, 0),
                             "lastIngestionTime": int(time.time() * 1000),
                             "arn": f"arn:aws:logs:local:000000000000:log-group:{body['logGroupName']}:"
-                                   f"log-stream:{name}", "storedBytes": 0})
+                                   f"log-stream:{stream.name}", "storedBytes": 0})
         key = "lastEventTimestamp" if body.get("orderBy") == "LastEventTime" else "logStreamName"
         streams.sort(key=lambda s: s[key], reverse=bool(body.get("descending")))
         start = int(body.get("nextToken") or 0)
@@ -67,12 +91,12 @@ class Logs:
         return out
 
     def events(self, body: dict[str, Any]) -> dict[str, Any]:
-        row = next((r for r in self._rows(body.get("logGroupName"))
-                    if self.stream_name(r) == body["logStreamName"]), None)
-        if row is None:
+        name = body["logStreamName"]
+        stream = next((s for s in self._streams(body.get("logGroupName"), name) if s.name == name), None)
+        if stream is None:
             raise _missing("log stream")
-        base = int(row["created"] * 1000)
-        lines = self._lines(row)
+        base = int(stream.created * 1000)
+        lines = stream.read()
         first = max(0, int(body.get("startTime") or 0) - base)
         last = len(lines) if body.get("endTime") is None else min(len(lines), int(body["endTime"]) - base)
         token = body.get("nextToken")

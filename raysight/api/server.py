@@ -87,7 +87,7 @@ class Api:
             "StopTransformJob": transforms.stop,
             "ListTransformJobs": transforms.list,
         }
-        logs = Logs(self.state, self.jobs)
+        logs = Logs(self.state, self.jobs, tuning)
         self.log_operations = {"DescribeLogStreams": logs.describe_streams, "GetLogEvents": logs.events}
         self.owners = {"training": training, "tuning": tuning, "transform": transforms}
         for row in self.state.pending():  # committed before a crash, maybe never submitted

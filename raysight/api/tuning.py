@@ -162,14 +162,14 @@ class Tuning:
 
     def child_output(self, name: str) -> str | None:
         """Where a child training job's job.json is, if `name` belongs to one of these tuning jobs."""
-        for row in self._parents(name):
+        for row in self.parents(name):
             uri = storage.join(row["request"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"],
                                name, "output", "job.json")
             if storage.exists(uri):
                 return uri
         return None
 
-    def _parents(self, name: str) -> list[dict[str, Any]]:
+    def parents(self, name: str) -> list[dict[str, Any]]:
         """The tuning jobs whose children's names `name` could be (<tuning job>-<nnn>-<id>)."""
         return [row for row in self.state.all(KIND) if name.startswith(row["name"] + "-")]
 
@@ -180,7 +180,7 @@ class Tuning:
         TuningJob row, whose shape has no SecondaryStatus."""
         if child.get("TrainingJobStatus") not in ("InProgress", "Stopping"):
             return child
-        rows = self._parents(child["TrainingJobName"])
+        rows = self.parents(child["TrainingJobName"])
         if not rows:
             return child
         parent = self.record(rows[0])

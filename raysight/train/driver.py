@@ -35,11 +35,15 @@ def output_prefix(job: TrainingJob) -> str:
     return storage.join(job.output_path, job.name, "output")
 
 
-def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tuning_job_arn=None) -> dict[str, Any]:
+def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tuning_job_arn=None,
+        tag: str = "") -> dict[str, Any]:
     """Run one training job to its end; return the DescribeTrainingJob-shaped record.
     `stop_flag` (see `make_stop_flag`) lets a caller other than SIGTERM stop it, as a
-    tuning job's early-stopping rule does."""
+    tuning job's early-stopping rule does. `tag` starts every line the job logs, its
+    workers' included: a tuning job's children share one log, and the API splits it by tag."""
     start = time.time()
+    if tag:
+        echo = tagged(echo, tag)
     describe = _describe_base(request, start)
     if tuning_job_arn:
         describe["TuningJobArn"] = tuning_job_arn
@@ -65,7 +69,7 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
         _write_describe(request, describe)
         with StopSignal(stop_flag) as stop_flag:
             result = _fit(job, algo, hp, prepared, scaling, callbacks, init_state, stop_flag,
-                          deadline=start + job.max_runtime_s)
+                          deadline=start + job.max_runtime_s, tag=tag)
         outcome = result.return_value or {}
         _enter(describe, "Uploading", "Uploading generated training model")
         _write_describe(request, describe)
@@ -103,6 +107,14 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
     if job is not None or _output_known(request):
         _write_describe(request, describe)
     return describe
+
+
+def tagged(echo, tag: str):
+    def say(text: str) -> None:
+        for line in str(text).splitlines() or [""]:
+            echo(tag + line)
+
+    return say
 
 
 FINAL_MESSAGES = {"Completed": "Training job completed", "Stopped": "Training job stopped",
@@ -218,7 +230,7 @@ def _check_name_free(job: TrainingJob) -> None:
 
 
 def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state=None, stop_flag=None,
-         deadline=None):
+         deadline=None, tag=""):
     import ray
     from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -245,6 +257,7 @@ def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state
         "init_state": None if init_state is None else ray.put(init_state),
         "stop_flag": stop_flag,
         "deadline": deadline,
+        "log_tag": tag,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -35,14 +35,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     rank = ctx.get_world_rank()
     if config.get("torch_threads"):
         torch.set_num_threads(config["torch_threads"])
-    log = metric_logger() if rank == 0 else (lambda *a, **k: None)
+    log = metric_logger(config.get("log_tag", "")) if rank == 0 else (lambda *a, **k: None)
     log(f"Worker {rank}: {torch.get_num_threads()} torch threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
 
     # -- model, optimizer, schedule -------------------------------------------------
     if config.get("shuffle_seed") is not None:  # ShuffleConfig.Seed seeds the whole job: initial
         torch.manual_seed(config["shuffle_seed"])  # weights here, order and augmentation in the data
     model = algo.build_model(hp)
-    state = _restore(model)
+    state = _restore(model, log)
     if state is None and config.get("init_state") is not None:  # pretrained or incremental
         import ray
 
@@ -305,7 +305,7 @@ class StopCheck:
             self.reason = "Stopped"
 
 
-def metric_logger():
+def metric_logger(tag: str = ""):
     """Lines to the worker's stdout, which Ray forwards to the driver and `ray job logs`.
 
     Ray Train routes print() into its own log files; SageMaker-style metric lines must
@@ -319,7 +319,7 @@ def metric_logger():
         logger.propagate = False
 
     def log(line: str, flush: bool = True) -> None:
-        logger.info(line)
+        logger.info(tag + line)
 
     return log
 
@@ -349,7 +349,7 @@ def _report(metrics, net, state, algo, with_checkpoint: bool) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _restore(model) -> dict | None:
+def _restore(model, log) -> dict | None:
     """Resume from the last reported checkpoint after a worker-group restart."""
     import ray.train
 
@@ -359,7 +359,7 @@ def _restore(model) -> dict | None:
     with checkpoint.as_directory() as d:
         model.load_state_dict(torch.load(os.path.join(d, "model.pt"), map_location="cpu", weights_only=True))
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-    metric_logger()(f"Resuming from checkpoint of epoch {state['epoch']}")
+    log(f"Resuming from checkpoint of epoch {state['epoch']}")
     return state
 
 

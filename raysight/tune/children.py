@@ -15,6 +15,13 @@ def child_name(tuning_name: str, index: int, trial_id: str) -> str:
     return f"{tuning_name}-{index:03d}-{digest}"
 
 
+def child_tag(name: str) -> str:
+    """What starts each line a child logs: parallel children's lines interleave in the
+    tuning job's log, and this says whose each is (the API's per-child log streams split
+    on it)."""
+    return f"[{name}] "
+
+
 def child_request(tuning: dict[str, Any], params: dict[str, Any], index: int, trial_id: str = "") -> dict[str, Any]:
     d = tuning["definition"]
     hyperparameters = {**tuning["static"], **{k: to_string(v) for k, v in params.items()}}

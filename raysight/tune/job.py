@@ -21,7 +21,7 @@ from raysight.errors import ClientError
 from raysight.job_request import arn
 from raysight.tune import record as rec
 from raysight.tune import warm
-from raysight.tune.children import child_request
+from raysight.tune.children import child_request, child_tag
 from raysight.tune.request import parse_tuning_job, tuned_values
 
 REDUCTION_FACTOR = 3  # Hyperband's η: keep the best third at each rung (Li et al.; SageMaker's Hyperband)
@@ -117,7 +117,8 @@ def _trial_function(tuning: dict[str, Any]):
         child = child_request(tuning, tuned_values(config), index, trial_id)
         flag = driver.make_stop_flag(rules.flag_name(trial_id), scheduled=judged)
         job = driver.run(child, callbacks=[rules.epoch_report()], stop_flag=flag,
-                         tuning_job_arn=arn("hyper-parameter-tuning-job", tuning["name"]))
+                         tuning_job_arn=arn("hyper-parameter-tuning-job", tuning["name"]),
+                         tag=child_tag(child["TrainingJobName"]))
         # Tune requires the objective in every report: a job that ended without it (failed)
         # reports NaN, which the summaries read as "no objective", as SageMaker does
         tune.report({"job_name": child["TrainingJobName"], "job_status": job["TrainingJobStatus"],
