@@ -71,6 +71,33 @@ def absolute(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+def locations(definition: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(field, holder, key) of every data location in a training job definition, present or not."""
+    def part(holder: Any, key: str) -> dict[str, Any]:  # malformed parts are the parser's to name
+        value = holder.get(key) if isinstance(holder, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    places = [("OutputDataConfig.S3OutputPath", part(definition, "OutputDataConfig"), "S3OutputPath"),
+              ("CheckpointConfig.S3Uri", part(definition, "CheckpointConfig"), "S3Uri")]
+    channels = definition.get("InputDataConfig") if isinstance(definition, dict) else None
+    for i, channel in enumerate(channels if isinstance(channels, list) else []):
+        places.append((f"InputDataConfig.{i + 1}.DataSource.S3DataSource.S3Uri",
+                       part(part(channel, "DataSource"), "S3DataSource"), "S3Uri"))
+    return places
+
+
+def with_absolute_locations(definition: dict[str, Any]) -> dict[str, Any]:
+    """A copy whose local paths are absolute: read where the request was given, not in the
+    working directory a Ray Tune trial runs in."""
+    import copy
+
+    out = copy.deepcopy(definition)
+    for _, holder, key in locations(out):
+        if isinstance(holder.get(key), str):
+            holder[key] = absolute(holder[key])
+    return out
+
+
 def algorithm_name(spec: dict[str, Any]) -> str:
     """`image-classification` from an AlgorithmName or a SageMaker image URI such as
     `811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1`."""

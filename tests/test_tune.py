@@ -11,7 +11,7 @@ import pytest
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.tune import parse_tuning_job
-from tests.conftest import run_cli, tiny_request, write_json
+from tests.conftest import ROOT, run_cli, tiny_request, write_json
 
 
 def tuning_request(root, out, counts, **config):
@@ -66,7 +66,10 @@ def epochs_trained(tmp_path, summary):
 @pytest.mark.slow
 def test_two_trial_random_search_then_a_warm_started_bayesian_search(ray_cluster, digits_small, tmp_path):
     root, counts = digits_small
-    request = write_json(tmp_path / "tuning.json", tuning_request(root, str(tmp_path), counts))
+    # relative paths, as `raysight tune jobs/….json` users write them: read from the directory
+    # `raysight tune` runs in (the repository), not from the trials' working directories
+    request = write_json(tmp_path / "tuning.json", tuning_request(os.path.relpath(root, ROOT),
+                                                                  os.path.relpath(tmp_path, ROOT), counts))
     proc = run_cli("tune", request)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record, summaries = outputs(tmp_path, "tiny-tuning")

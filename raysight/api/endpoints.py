@@ -146,38 +146,48 @@ class Endpoints:
         except Exception as exc:  # noqa: BLE001 - the next settle puts it again
             print(f"Serve config not applied after {record['EndpointName']} settled: {exc}")
 
-    def _settle(self, name: str) -> dict[str, Any]:
-        with self.lock:
-            record = self._record(name)
-            pending = record["raysight"].get("pending")
-            if not pending and record["EndpointStatus"] != "Deleting":
-                return record
-            statuses = {n: a.get("status") for n, a in
-                        (self.client().get_serve_details().get("applications") or {}).items()}
-            if record["EndpointStatus"] == "Deleting":
-                if not set(statuses) & set(record["raysight"].get("deleting") or []):
-                    self.state.remove_resource(KIND, name)
-                    raise missing("endpoint", name)
-                return record
-            problems, ready = [], True
-            for app in pending["apps"]:
-                status = statuses.get(app["app"])
-                if status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    problems.append(f"variant {app['variant']}: Ray Serve application {status}")
-                    continue
-                if status != "RUNNING":
-                    ready = False
-                    continue
-                code, message = _ping(self.proxy() + app["route"] + "/ping")
-                if code == 503 and message and message != "model is loading":
-                    problems.append(f"variant {app['variant']}: the model at {app['model']} cannot be loaded: {message}")
-                elif code != 200:
-                    ready = False
-            if not problems and not ready and time.time() - pending["started"] > DEPLOY_LIMIT_S:
-                problems.append(f"the variants did not answer /ping within {DEPLOY_LIMIT_S} s")
-            if problems or ready:
-                self._end_pending(record, "; ".join(problems) or None)
+    def _settle(self, name: str, wait: bool = True) -> dict[str, Any]:
+        """The endpoint's record, a pending deployment or deletion carried on as far as Serve
+        has got. `wait=False` (InvokeEndpoint): if another request is settling it, answer from
+        the record as it is, since its live variants serve meanwhile."""
+        if not self.lock.acquire(blocking=wait):
+            return self._record(name)
+        try:
+            return self._settle_held(name)
+        finally:
+            self.lock.release()
+
+    def _settle_held(self, name: str) -> dict[str, Any]:
+        record = self._record(name)
+        pending = record["raysight"].get("pending")
+        if not pending and record["EndpointStatus"] != "Deleting":
             return record
+        statuses = {n: a.get("status") for n, a in
+                    (self.client().get_serve_details().get("applications") or {}).items()}
+        if record["EndpointStatus"] == "Deleting":
+            if not set(statuses) & set(record["raysight"].get("deleting") or []):
+                self.state.remove_resource(KIND, name)
+                raise missing("endpoint", name)
+            return record
+        problems, ready = [], True
+        for app in pending["apps"]:
+            status = statuses.get(app["app"])
+            if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                problems.append(f"variant {app['variant']}: Ray Serve application {status}")
+                continue
+            if status != "RUNNING":
+                ready = False
+                continue
+            code, message = _ping(self.proxy() + app["route"] + "/ping")
+            if code == 503 and message and message != "model is loading":
+                problems.append(f"variant {app['variant']}: the model at {app['model']} cannot be loaded: {message}")
+            elif code != 200:
+                ready = False
+        if not problems and not ready and time.time() - pending["started"] > DEPLOY_LIMIT_S:
+            problems.append(f"the variants did not answer /ping within {DEPLOY_LIMIT_S} s")
+        if problems or ready:
+            self._end_pending(record, "; ".join(problems) or None)
+        return record
 
     # -- operations --------------------------------------------------------------------------
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +265,7 @@ class Endpoints:
     def route(self, name: str, target_variant: str | None) -> dict[str, Any] | str:
         """The application a request goes to, or the ValidationError text."""
         try:
-            record = self._settle(name)
+            record = self._settle(name, wait=False)
         except Exception:  # noqa: BLE001 - the runtime's own words for any unknown endpoint
             return f"Endpoint {name} of account 000000000000 not found."
         apps = (record["raysight"].get("live") or {}).get("apps") or []

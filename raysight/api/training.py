@@ -16,7 +16,7 @@ from raysight import storage
 from raysight.api.ray_jobs import TERMINAL
 from raysight.api.wire import AwsError, not_found, validation
 from raysight.errors import ClientError
-from raysight.job_request import arn
+from raysight.job_request import arn, locations
 
 KIND = "training"
 ENDED = ("Completed", "Failed", "Stopped")
@@ -37,12 +37,7 @@ def read_json(uri: str) -> dict[str, Any] | None:
 def check_locations(definition: dict[str, Any], field: str = "") -> None:
     """A Ray Job runs in a working directory of its own, so a relative local path would name
     another folder than the caller meant: refuse it, naming the field."""
-    places = [("OutputDataConfig.S3OutputPath", (definition.get("OutputDataConfig") or {}).get("S3OutputPath")),
-              ("CheckpointConfig.S3Uri", (definition.get("CheckpointConfig") or {}).get("S3Uri"))]
-    for i, channel in enumerate(definition.get("InputDataConfig") or []):
-        source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
-        places.append((f"InputDataConfig.{i + 1}.DataSource.S3DataSource.S3Uri", source.get("S3Uri")))
-    refuse_relative([(field + where, uri) for where, uri in places])
+    refuse_relative([(field + where, holder.get(key)) for where, holder, key in locations(definition)])
 
 
 def refuse_relative(places: list[tuple[str, Any]]) -> None:

@@ -79,7 +79,7 @@ def describe(tuning: dict[str, Any], summaries: list[dict], status: str, created
         "HyperParameterTuningJobName": tuning["name"],
         "HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", tuning["name"]),
         "HyperParameterTuningJobConfig": request.get("HyperParameterTuningJobConfig"),
-        "TrainingJobDefinition": request.get("TrainingJobDefinition"),
+        "TrainingJobDefinition": tuning["definition"],  # as run: local paths made absolute
         "HyperParameterTuningJobStatus": status,
         "CreationTime": created,
         "LastModifiedTime": now,

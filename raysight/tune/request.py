@@ -14,7 +14,7 @@ from typing import Any
 from raysight import algorithms
 from raysight.errors import ClientError
 from raysight.hyperparams import Param
-from raysight.job_request import algorithm_name
+from raysight.job_request import algorithm_name, with_absolute_locations
 
 TUNING_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
@@ -40,7 +40,7 @@ def parse_tuning_job(request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str) or not TUNING_NAME.match(name):
         problems.append(f"HyperParameterTuningJobName '{name}' must be 1-32 letters, digits and inner hyphens")
     config = request.get("HyperParameterTuningJobConfig") or {}
-    definition = request.get("TrainingJobDefinition") or {}
+    definition = with_absolute_locations(request.get("TrainingJobDefinition") or {})
     if request.get("TrainingJobDefinitions"):
         problems.append("TrainingJobDefinitions (multi-algorithm tuning) is not supported; "
                         "give one TrainingJobDefinition")
