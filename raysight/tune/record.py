@@ -142,6 +142,10 @@ def picture(tuning: dict[str, Any], summaries: list[dict]) -> bytes:
         left.scatter([], [], color=colour, label=status)
     left.set(xlabel="training job (launch order)", ylabel=tuning["metric"], title=tuning["name"])
     left.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))  # job 1, 2, 3: not 1.25
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     for s in ordered:
         curve = [v for v in per_epoch.get(s["TrainingJobName"], []) if v is not None]
         if not curve:
