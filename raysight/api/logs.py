@@ -54,7 +54,13 @@ class Logs:
         from raysight.api.training import read_json
         from raysight.tune.children import child_tag
 
-        out = []
+        out, shared = [], {}  # one read of a tuning job's log serves all its children in this call
+
+        def lines_of(submission_id: str) -> list[str]:
+            if submission_id not in shared:
+                shared[submission_id] = self._lines(submission_id)
+            return shared[submission_id]
+
         for name, uri in self.tuning.child_names():
             if not (f"{name}/".startswith(prefix) or prefix.startswith(f"{name}/")):
                 continue  # the SDK asks for one job's streams: read no other job's record
@@ -64,7 +70,7 @@ class Logs:
                 continue
             tag = child_tag(name)
             out.append(Stream(name, record["CreationTime"], lambda p=parents[0], tag=tag: [
-                line[len(tag):] for line in self._lines(p["submission_id"]) if line.startswith(tag)]))
+                line[len(tag):] for line in lines_of(p["submission_id"]) if line.startswith(tag)]))
         return out
 
     def _lines(self, submission_id: str) -> list[str]:
