@@ -28,7 +28,7 @@ import boto3
 import sagemaker
 from sagemaker import image_uris
 from sagemaker.estimator import Estimator
-from sagemaker.inputs import TrainingInput
+from sagemaker.inputs import ShuffleConfig, TrainingInput
 from sagemaker.serializers import IdentitySerializer
 from sagemaker.tuner import ContinuousParameter, HyperparameterTuner, IntegerParameter
 
@@ -55,12 +55,14 @@ s3 = {channel: sess.upload_data(os.path.join(args.data, channel), args.bucket, f
 num_training_samples = sum(1 for _ in open(os.path.join(args.data, "train_lst", "train.lst")))
 
 
-def channel(uri):
+def channel(uri, seed=None):
     return TrainingInput(uri, distribution="FullyReplicated", content_type="application/x-image",
-                         s3_data_type="S3Prefix")
+                         s3_data_type="S3Prefix", shuffle_config=ShuffleConfig(seed) if seed is not None else None)
 
 
-inputs = {name: channel(uri) for name, uri in s3.items()}
+# ShuffleConfig's seed makes the run repeatable: it seeds the data order, the augmentation and the
+# initial weights
+inputs = {name: channel(uri, seed=1 if name == "train" else None) for name, uri in s3.items()}
 
 # --- 2. Train, with the log streamed as on SageMaker ---------------------------------------------
 ic = Estimator(training_image, role, instance_count=1, instance_type="ml.m5.xlarge", volume_size=10, max_run=3600,
@@ -76,7 +78,7 @@ predictor = ic.deploy(initial_instance_count=1, instance_type="ml.m5.large", end
                       serializer=IdentitySerializer(content_type="application/x-image"))
 validation = os.path.join(args.data, "validation")
 samples = [(os.path.join(validation, label, name), int(label))
-           for label in sorted(os.listdir(validation)) for name in sorted(os.listdir(os.path.join(validation, label)))[:3]]
+           for label in sorted(os.listdir(validation)) for name in sorted(os.listdir(os.path.join(validation, label)))]
 right = 0
 for path, label in samples:
     with open(path, "rb") as f:

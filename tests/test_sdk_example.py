@@ -43,7 +43,10 @@ def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp
     # fit(logs=True) streamed the job's log through CloudWatch Logs' API, metric lines as SageMaker's
     assert re.search(r"^Epoch\[2\] Validation-accuracy=[0-9.]+$", out, re.M), out[-3000:]
     assert "Completed - Training job completed" in out
-    accuracy = float(re.search(r"endpoint accuracy on 30 validation images: ([0-9.]+)", out).group(1))
+    served = re.search(r"endpoint accuracy on (\d+) validation images: ([0-9.]+)", out)
+    expected = sum(len(files) for _, _, files in os.walk(os.path.join(digits_small[0], "validation")))
+    assert served and int(served.group(1)) == expected, out[-3000:]
+    accuracy = float(served.group(2))
     assert accuracy > 0.2, out[-3000:]  # 10 classes: chance is 0.1
     best = re.search(r"^best training job: (ic-tune-\d+-00[12]-[0-9a-f]{8})", out, re.M)
     assert best, out[-3000:]
