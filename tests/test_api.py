@@ -274,15 +274,15 @@ def test_create_wait_describe_a_real_training_job(api, digits_small, tmp_path):
     assert any(line.startswith("Model written to ") for line in lines)
 
 
-def read_log(url, name) -> list[str]:
+def read_log(url, name, group="/aws/sagemaker/TrainingJobs") -> list[str]:
     """The job's log as the SageMaker SDK reads it: find the stream, then page forward."""
     logs = client(url, "logs")
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/",
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=name + "/",
                                         orderBy="LogStreamName", limit=1)["logStreams"]
     assert [s["logStreamName"].split("/")[0] for s in streams] == [name]
     lines, token = [], None
     while True:
-        page = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0][
+        page = logs.get_log_events(logGroupName=group, logStreamName=streams[0][
             "logStreamName"], startFromHead=True, limit=50, **({"nextToken": token} if token else {}))
         if not page["events"]:
             return lines
@@ -402,13 +402,19 @@ def test_tuning_requests_are_checked_before_anything_runs(api, digits_small, tmp
                                                               logStreamName="x")) == "ResourceNotFoundException"
 
 
+def create_tuning(url, digits_small, out, name, **static):
+    """CreateHyperParameterTuningJob of the tiny two-job Random search under `name`."""
+    sm = client(url)
+    request = tuning_request(digits_small[0], str(out), digits_small[1])
+    request["HyperParameterTuningJobName"] = name
+    request["TrainingJobDefinition"]["StaticHyperParameters"].update(static)
+    sm.create_hyper_parameter_tuning_job(**request)
+    return sm, request
+
+
 @pytest.mark.slow
 def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
-    sm = client(api)
-    root, counts = digits_small
-    request = tuning_request(root, str(tmp_path), counts)
-    request["HyperParameterTuningJobName"] = "api-tuning"
-    sm.create_hyper_parameter_tuning_job(**request)
+    sm, request = create_tuning(api, digits_small, tmp_path, "api-tuning")
     assert code_of(lambda: sm.create_hyper_parameter_tuning_job(**request)) == "ResourceInUse"
     deadline = time.time() + 900
     while (described := sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-tuning"))[
@@ -432,24 +438,14 @@ def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
     listed = [s["TrainingJobName"] for s in sm.list_training_jobs(NameContains="api-tuning-")["TrainingJobSummaries"]]
     assert sorted(listed) == sorted(s["TrainingJobName"] for s in children["TrainingJobSummaries"])
     # each child has a log stream of its own: its lines from the tuning job's shared log, untagged
-    logs = client(api, "logs")
     for s in children["TrainingJobSummaries"]:
         name = s["TrainingJobName"]
-        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
-                                            logStreamNamePrefix=name + "/")["logStreams"]
-        assert [st["logStreamName"].split("/")[0] for st in streams] == [name]
-        lines = [e["message"] for e in logs.get_log_events(
-            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"],
-            startFromHead=True)["events"]]
+        lines = read_log(api, name)
         assert any(line.startswith(f"Training job {name}: ") for line in lines), lines[:20]
         assert any(re.match(r"Epoch\[1\] Validation-accuracy=[0-9.]+$", line) for line in lines), lines
         others = [o["TrainingJobName"] for o in children["TrainingJobSummaries"] if o["TrainingJobName"] != name]
         assert not [line for line in lines if line.startswith("[") or any(o in line for o in others)], lines
-    tuning_log = logs.describe_log_streams(logGroupName="/aws/sagemaker/HyperParameterTuningJobs",
-                                           logStreamNamePrefix="api-tuning/")["logStreams"]
-    shared = [e["message"] for e in logs.get_log_events(
-        logGroupName="/aws/sagemaker/HyperParameterTuningJobs", logStreamName=tuning_log[0]["logStreamName"],
-        startFromHead=True)["events"]]
+    shared = read_log(api, "api-tuning", group="/aws/sagemaker/HyperParameterTuningJobs")
     assert any(line.startswith(f"[{best['TrainingJobName']}] Epoch[1] Validation-accuracy=") for line in shared)
     tunings = sm.list_hyper_parameter_tuning_jobs(NameContains="api-tuning")
     check_shape(tunings, "ListHyperParameterTuningJobs")
@@ -461,12 +457,7 @@ def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
 @pytest.mark.slow
 def test_a_killed_tuning_job_ends_its_running_child_too(api, digits_small, tmp_path):
     """SIGKILL to the tuning process takes its trial with it; the child must not stay InProgress."""
-    sm = client(api)
-    root, counts = digits_small
-    request = tuning_request(root, str(tmp_path), counts)
-    request["HyperParameterTuningJobName"] = "api-killed"
-    request["TrainingJobDefinition"]["StaticHyperParameters"]["epochs"] = "200"
-    sm.create_hyper_parameter_tuning_job(**request)
+    sm, _ = create_tuning(api, digits_small, tmp_path, "api-killed", epochs="200")
     deadline = time.time() + 300
     while not list(tmp_path.glob("api-killed-*/checkpoints/*/checkpoint_*")):  # a child has trained an epoch
         assert time.time() < deadline

@@ -61,15 +61,14 @@ class Logs:
                 shared[submission_id] = self._lines(submission_id)
             return shared[submission_id]
 
-        for name, uri in self.tuning.child_names():
+        for name, uri, parent in self.tuning.child_names():
             if not (f"{name}/".startswith(prefix) or prefix.startswith(f"{name}/")):
                 continue  # the SDK asks for one job's streams: read no other job's record
-            record = read_json(uri)
-            parents = [r for r in self.tuning.parents(name) if r["submission_id"]]
-            if not record or not parents:
+            record = read_json(uri) if parent["submission_id"] else None
+            if not record:
                 continue
             tag = child_tag(name)
-            out.append(Stream(name, record["CreationTime"], lambda p=parents[0], tag=tag: [
+            out.append(Stream(name, record["CreationTime"], lambda p=parent, tag=tag: [
                 line[len(tag):] for line in lines_of(p["submission_id"]) if line.startswith(tag)]))
         return out
 

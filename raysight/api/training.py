@@ -205,7 +205,7 @@ class Training:
     # -- ListTrainingJobs -------------------------------------------------------------------
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
         summaries = [self._summary(self.record(row)) for row in self.state.all(KIND)]
-        for _, uri in self.tuning.child_names() if self.tuning else []:
+        for _, uri, _ in self.tuning.child_names() if self.tuning else []:
             record = read_json(uri)
             if record:
                 summaries.append(self._summary(self.tuning.orphan(record)))

@@ -202,12 +202,12 @@ class Tuning:
                 {"Status": verdict, "StartTime": end, "EndTime": end, "StatusMessage": reason}]
         return out
 
-    def child_names(self) -> list[tuple[str, str]]:
-        """(name, job.json URI) of every child seen so far, running ones included."""
+    def child_names(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(name, job.json URI, its tuning job's row) of every child seen so far, running ones included."""
         out = []
         for row in self.state.all(KIND):
             folder = row["request"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"]
             for name in storage.list_dirs(folder):
                 if name.startswith(row["name"] + "-") and name != row["name"]:
-                    out.append((name, storage.join(folder, name, "output", "job.json")))
+                    out.append((name, storage.join(folder, name, "output", "job.json"), row))
         return out
