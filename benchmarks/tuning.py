@@ -57,7 +57,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--limit", type=int, default=600, help="digits exported (4/5 train, 1/5 validation)")
+    parser.add_argument("--limit", type=int, default=600,
+                        help="digits kept per split: 600 keeps 600 train and all 359 validation images")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     args = parser.parse_args()
 
@@ -85,6 +86,8 @@ def main():
                          "wall_s": wall})
             print(f"{strategy:12s} seed {seed}: best {best:.4f}, {epochs} epochs, {stopped} stopped, {wall:.0f} s",
                   flush=True)
+            # written after every run, so an interrupted benchmark keeps what it measured
+            json.dump(rows, open(os.path.join(work, "results.json"), "w"), indent=1)
     print(f"\n{args.trials} trials of up to {args.epochs} epochs, {args.parallel} in parallel, seeds {args.seeds}")
     print("| Strategy | median best | median epochs | epochs vs Random | median wall (s) | stopped (all seeds) |")
     print("|---|---|---|---|---|---|")
@@ -96,7 +99,6 @@ def main():
         share = f"{epochs / random_epochs - 1:+.0%}" if random_epochs else "-"
         print(f"| {strategy} | {statistics.median(r['best'] for r in mine):.4f} | {epochs:.0f} | {share} | "
               f"{statistics.median(r['wall_s'] for r in mine):.0f} | {sum(r['stopped'] for r in mine)} |")
-    json.dump(rows, open(os.path.join(work, "results.json"), "w"), indent=1)
     print(f"rows: {os.path.join(work, 'results.json')}")
 
 

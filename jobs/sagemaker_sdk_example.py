@@ -16,7 +16,7 @@ The SDK needs its own virtual environment (`make install` makes `.venv-sdk`): `s
 pins a protobuf older than Ray's. Three things a notebook gets from AWS are given here instead:
 `default_bucket=` (the SDK would ask STS for the account), a role ARN (it would ask IAM), and
 the SDK's telemetry turned off (it calls a bucket on AWS by name). Endpoint logs
-(`/aws/sagemaker/Endpoints`) and transform logs are not served, so `transformer.wait(logs=False)`.
+(`/aws/sagemaker/Endpoints`) are not served; training, tuning and transform logs are.
 """
 import argparse
 import io
@@ -104,7 +104,7 @@ transformer = ic.transformer(instance_count=1, instance_type="ml.m5.large",
                              output_path=f"s3://{args.bucket}/{prefix}/transform", accept="application/json")
 transformer.transform(f"s3://{args.bucket}/{prefix}/validation/0", content_type="application/x-image",
                       job_name=f"ic-transform-{run}", wait=False)
-transformer.wait(logs=False)
+transformer.wait()  # streams the transform job's log, as on SageMaker
 outputs = boto_session.client("s3").list_objects_v2(Bucket=args.bucket, Prefix=f"{prefix}/transform/")
 outs = [o["Key"] for o in outputs.get("Contents", []) if o["Key"].endswith(".out")]
 print(f"transform: {len(outs)} .out files under s3://{args.bucket}/{prefix}/transform/")

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, WaiterError
 from PIL import Image
 
 from tests.conftest import free_port
-from tests.test_api import check_shape, client, code_of, credentials_file, good_request, start_api, wait
+from tests.test_api import check_shape, client, code_of, credentials_file, good_request, read_log, start_api, wait
 from tests.test_serve import make_model
 
 IMAGE = "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
@@ -284,6 +284,9 @@ def test_a_transform_job_through_the_api_writes_its_out_files(api, trained, tmp_
     assert right / len(images) > 0.25
     listed = sm.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
     assert [j["TransformJobName"] for j in listed] == ["digits-batch"]
+    log = read_log(api, "digits-batch", "/aws/sagemaker/TransformJobs")  # as transformer.wait() reads it
+    assert f"60 of 60 object(s) transformed into {tmp_path / 'out'}" in log, log[-20:]
+    assert any(line.startswith("Transform job digits-batch: 60 object(s) from ") for line in log), log[-20:]
 
 
 @pytest.mark.slow

@@ -58,4 +58,7 @@ def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp
     assert not re.search(r"^\[ic-tune-", tail, re.M), tail[-3000:]
     expected = len(os.listdir(os.path.join(digits_small[0], "validation", "0")))
     assert f"transform: {expected} .out files under s3://sdk-example/" in out, out[-3000:]
+    # transformer.wait() streamed the transform job's own log (/aws/sagemaker/TransformJobs)
+    assert re.search(rf"Transform job ic-transform-\d+: {expected} object\(s\) from s3://", tail), tail[-3000:]
+    assert f"{expected} of {expected} object(s) transformed into s3://sdk-example/" in tail, tail[-3000:]
     assert left == [], left

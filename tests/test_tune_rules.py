@@ -346,3 +346,26 @@ def test_the_record_has_the_shape_of_describe_and_list_for_tuning_job(tmp_path):
         "DescribeHyperParameterTuningJob").output_shape
     assert shape_problems(bad, shape) == [".HyperParameterTuningJobStatus: 'Done' not in " +
                                           str(shape.members["HyperParameterTuningJobStatus"].metadata["enum"])]
+
+
+# --- a child's log stream ---------------------------------------------------------------------
+def test_a_crashed_child_logs_its_traceback_and_reason_under_its_tag(tmp_path, monkeypatch, capsys):
+    """A tuning child's stream is its tuning job's log filtered by the child's tag, so a crash
+    outside ClientError must reach it tagged: traceback first, then the FailureReason."""
+    from raysight.train import driver
+
+    def crash(request):
+        raise RuntimeError("a fault of the job's own")
+
+    monkeypatch.setattr(driver, "prepare", crash)
+    lines: list[str] = []
+    request = {"TrainingJobName": "t-001-abc", "OutputDataConfig": {"S3OutputPath": str(tmp_path)}}
+    job = driver.run(request, echo=lines.append, tag="[t-001-abc] ")
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"] == "AlgorithmError: a fault of the job's own"
+    assert lines[0] == "[t-001-abc] Traceback (most recent call last):", lines
+    assert "[t-001-abc] RuntimeError: a fault of the job's own" in lines
+    assert lines[-1] == "[t-001-abc] AlgorithmError: a fault of the job's own"
+    assert all(line.startswith("[t-001-abc] ") for line in lines)
+    assert "Traceback" not in capsys.readouterr().err  # nothing untagged
+    assert json.loads((tmp_path / "t-001-abc" / "output" / "job.json").read_text())["TrainingJobStatus"] == "Failed"

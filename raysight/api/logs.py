@@ -1,9 +1,10 @@
 """The two CloudWatch Logs calls the SageMaker SDK makes to stream a job's log
 (`DescribeLogStreams`, `GetLogEvents`), answered from the Ray Job's log.
 
-Log group `/aws/sagemaker/TrainingJobs` (and `/aws/sagemaker/HyperParameterTuningJobs` for a
-tuning job's own log), one stream per job, `<job-name>/algo-1-<creation time>`; a tuning
-job's children have streams of their own there too. Ray prefixes a
+Log group `/aws/sagemaker/TrainingJobs` (`/aws/sagemaker/HyperParameterTuningJobs` for a
+tuning job's own log, `/aws/sagemaker/TransformJobs` for a transform job's), one stream per
+job, `<job-name>/algo-1-<creation time>`; a tuning job's children have streams of their own
+in the training group too. Ray prefixes a
 worker's lines with `(RayTrainWorker pid=N)` and colours; those are taken off, so the metric
 lines read exactly as SageMaker's and MetricDefinitions match them unchanged. Ray keeps no time
 per line: event i of a job is stamped with the job's start time plus i milliseconds, so times
@@ -17,7 +18,8 @@ from typing import Any
 
 from raysight.api.wire import AwsError
 
-GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/HyperParameterTuningJobs": "tuning"}
+GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/HyperParameterTuningJobs": "tuning",
+          "/aws/sagemaker/TransformJobs": "transform"}
 RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\([\w.:-]+ pid=\d+(?:, ip=[\d.]+)?\)(?:\x1b\[0m)? ?")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 PAGE = 10000

@@ -78,7 +78,7 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
         metrics = history[-1] if history else {}  # SageMaker reports the last epoch's values
         stopped = outcome.get("stopped")
         _write_curves(job, history)
-        _write_preview(job, algo, hp, prepared.datasets["validation"], tarball_uri)
+        _write_preview(job, algo, hp, prepared.datasets["validation"], tarball_uri, echo)
         describe.update(
             TrainingJobStatus="Stopped" if stopped else "Completed",
             SecondaryStatus=stopped or "Completed",
@@ -95,7 +95,10 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
     except ClientError as exc:
         describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=str(exc)[:1024])
     except Exception as exc:  # noqa: BLE001 - any crash becomes a Failed job with its reason
-        traceback.print_exc()
+        if tag:  # a tuning child's log stream is its tagged lines, so its traceback is tagged too
+            echo(traceback.format_exc().rstrip())
+        else:
+            traceback.print_exc()
         describe.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=failure_reason(exc))
     _enter(describe, describe["SecondaryStatus"], FINAL_MESSAGES.get(describe["SecondaryStatus"])
            or describe.get("FailureReason", ""), final=True)
@@ -317,7 +320,7 @@ def _write_model(job: TrainingJob, algo, hp, result) -> str:
     return uri
 
 
-def _write_preview(job: TrainingJob, algo, hp, validation, tarball_uri: str) -> None:
+def _write_preview(job: TrainingJob, algo, hp, validation, tarball_uri: str, echo=print) -> None:
     """The algorithm's picture of the served model on a few validation samples
     (e.g. detections.png), beside job.json."""
     try:
@@ -327,7 +330,7 @@ def _write_preview(job: TrainingJob, algo, hp, validation, tarball_uri: str) -> 
             name, png = picture
             storage.write_bytes(storage.join(output_prefix(job), name), png)
     except Exception as exc:  # noqa: BLE001 - a missing picture must not fail a trained job
-        print(f"could not draw the preview: {exc}")
+        echo(f"could not draw the preview: {exc}")
 
 
 def _write_curves(job: TrainingJob, history: list[dict]) -> None:

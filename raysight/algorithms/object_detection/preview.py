@@ -1,8 +1,6 @@
 """detections.png: what the trained detector finds on a few validation images."""
 from __future__ import annotations
 
-import numpy as np
-
 from raysight import images, plots
 
 
@@ -14,16 +12,16 @@ def draw(model, validation, hp, count: int = 8, min_score: float = 0.3) -> tuple
     from raysight.models import ssd
 
     plt = plots.pyplot()
-    rows = validation.take(count)
-    pixels = np.stack([r["image"] for r in rows])
+    batch = validation.take_batch(count, batch_format="numpy")  # take() would print Ray Data's tip in every job
+    pixels, labels = batch["image"], batch["label"]
     with torch.inference_mode():
         found = ssd.detect(model(images.normalize(torch.from_numpy(pixels))), model.anchors, hp["nms_threshold"])
     size = hp["image_shape"]
-    fig, axes = plt.subplots(2, (len(rows) + 1) // 2, figsize=(3 * ((len(rows) + 1) // 2), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, (len(pixels) + 1) // 2, figsize=(3 * ((len(pixels) + 1) // 2), 6.4), squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, row, det in zip(axes.ravel(), rows, found):
-        ax.imshow(row["image"])
-        for c, x0, y0, x1, y1 in row["label"][row["label"][:, 0] >= 0]:
+    for ax, image, label, det in zip(axes.ravel(), pixels, labels, found):
+        ax.imshow(image)
+        for c, x0, y0, x1, y1 in label[label[:, 0] >= 0]:
             ax.add_patch(plt.Rectangle((x0 * size, y0 * size), (x1 - x0) * size, (y1 - y0) * size,
                                        fill=False, ec="white", ls="--", lw=1))
         for c, score, x0, y0, x1, y1 in det[:10].tolist():  # highest scores first
