@@ -293,6 +293,10 @@ def test_auto_early_stopping_and_a_trial_that_does_not_fit_waits_for_the_stopped
     static.pop("optimizer")
     static.update(epochs="4", learning_rate="0.05")
     request["TrainingJobDefinition"]["ResourceConfig"]["InstanceCount"] = 5
+    for channel in request["TrainingJobDefinition"]["InputDataConfig"]:
+        # seeds each job's weights, order and augmentation: whether the rule stops a job must not
+        # depend on the run (unseeded, a CI-class run once ended with none stopped)
+        channel["ShuffleConfig"] = {"Seed": 1}
     proc = run_cli("tune", write_json(tmp_path / "tuning.json", request))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record, summaries = outputs(tmp_path, "tiny-tuning")
