@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-running-jobs", type=int, default=0, help="at most N training jobs and N tuning jobs "
                                                                   "in progress at once; one more gets "
                                                                   "ResourceLimitExceeded (default 0: no limit)")
+    p.add_argument("--local-root", action="append", default=[], metavar="DIR",
+                   help="a local folder that requests may read and write (repeatable); default none: only s3:// "
+                        "locations are accepted, as on SageMaker. Checked after resolving .. and symlinks, in "
+                        "every operation and again inside every job")
 
     p = sub.add_parser("digits", help="export scikit-learn's digits as images + .lst and a training request",
                        description="Write the bundled handwritten digits (1,797 real images) as PNG files and "
@@ -342,8 +346,12 @@ def cmd_api(args) -> int:
         return 0
     credentials = args.credentials or default_credentials_file()
     try:
+        roots = [os.path.abspath(r) for r in args.local_root]
+        missing = [r for r in roots if not os.path.isdir(r)]
+        if missing:
+            raise ValueError(f"--local-root {missing[0]} is not a folder")
         settings = server.Settings(args.host, args.port, state, credentials, args.serve_port, args.replica_cpus,
-                                   args.max_running_jobs)
+                                   args.max_running_jobs, roots)
         return server.serve(settings, echo=lambda *a: print(*a, flush=True))
     except (OSError, ValueError) as exc:
         print(f"ClientError: {exc}", file=sys.stderr)

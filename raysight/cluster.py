@@ -77,9 +77,13 @@ def runtime_env() -> dict[str, Any]:
 
 
 def ensure_ray() -> None:
-    """Connect to RAY_ADDRESS when set, else start a local Ray; either way every worker
-    process of the job runs `setup_worker`, and so does this one (it plans datasets)."""
+    """Connect to RAY_ADDRESS when set, else start a Ray of this process's own (never one it
+    finds running on the machine: Ray's `address="local"`), listening on loopback only.
+    Either way every worker process of the job runs `setup_worker`, and so does this one
+    (it plans datasets)."""
     import ray
+
+    from raysight import ray_compat
 
     setup_worker()
     if ray.is_initialized():
@@ -87,7 +91,8 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, runtime_env=runtime_env())
     else:
-        ray.init(num_cpus=local_cpus(), log_to_driver=True, runtime_env=runtime_env())
+        ray_compat.loopback_only()
+        ray.init(address="local", num_cpus=local_cpus(), log_to_driver=True, runtime_env=runtime_env())
 
 
 def gpus_per_instance(instance_type: str) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.fs as pafs
 
-from raysight import storage, workarounds
+from raysight import confine, storage, workarounds
 from raysight.errors import ClientError, client_error_text
 from raysight.formats.lst import parse_lst
 
@@ -110,6 +110,18 @@ def read_text(uri: str) -> str:
     return blob.decode("utf-8", errors="replace")
 
 
+def confined(uri: str, where: str) -> list[str]:
+    """[] when this job may read `uri` (always, unless `raysight api --local-root` confines it:
+    confine.py); else the problem, found here in the driver before any image is read."""
+    if confine.roots() is None or storage.is_remote(uri) or uri.startswith("s3://"):
+        return []
+    try:
+        storage.path_of(uri)
+    except ClientError as exc:
+        return [f"{where}: {p}" for p in exc.problems]
+    return []
+
+
 def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str | None]) -> list[dict[str, Any]]:
     """Rows {id, uri, label} from an images + `.lst` channel pair, checked against the
     images that really exist under the image channel's root."""
@@ -130,6 +142,7 @@ def lst_rows(image_channel, lst_channel, label_check: Callable[[tuple, str], str
             problems.append("(stopped after 20 problems)")
             break
         rows.append({"id": e.index, "uri": storage.join(root, rel), "label": list(e.labels)})
+        problems += confined(rows[-1]["uri"], f"{lst_uri} entry {e.index}")
     if problems:
         raise ClientError(problems)
     return rows
@@ -158,6 +171,7 @@ def manifest_rows(channel, to_label: Callable[[Any, str], list[float]]) -> list[
             continue
         ref = line.ref if "://" in line.ref else storage.join(base, line.ref)
         rows.append({"id": line.lineno, "uri": ref, "label": label})
+        problems += confined(ref, f"{where} source-ref")
     if problems:
         raise ClientError(problems[:20])
     return rows

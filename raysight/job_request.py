@@ -110,9 +110,16 @@ def algorithm_name(spec: dict[str, Any]) -> str:
 
 
 def load_request(path_or_uri: str) -> dict[str, Any]:
+    """The request named on the command line. A local file is read as the caller's own: it is
+    not one of the request's locations, which confine.py may limit."""
+    import os
+
     from raysight import storage
 
     try:
+        if "://" not in path_or_uri and os.path.isfile(path_or_uri):
+            with open(path_or_uri, "rb") as f:
+                return json.loads(f.read())
         return json.loads(storage.read_bytes(path_or_uri))
     except json.JSONDecodeError as exc:
         raise ClientError(f"{path_or_uri} is not valid JSON: {exc}") from None

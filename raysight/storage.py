@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from raysight import confine
 from raysight.errors import ClientError
 
 
@@ -34,14 +35,15 @@ def _s3_filesystem() -> pafs.S3FileSystem:
 
 
 def path_of(uri: str) -> str:
-    """The path inside its filesystem: `bucket/key` for S3, an absolute local path otherwise."""
+    """The path inside its filesystem: `bucket/key` for S3, an absolute local path otherwise
+    (checked against the local folders this process may touch: confine.py)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         return (parsed.netloc + parsed.path).rstrip("/")
     if parsed.scheme == "file":
-        return os.path.abspath(parsed.path)
+        return confine.check(os.path.abspath(parsed.path), exempt=(cache_dir(),))
     if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain or Windows-drive path
-        return os.path.abspath(os.path.expanduser(uri))
+        return confine.check(os.path.abspath(os.path.expanduser(uri)), exempt=(cache_dir(),))
     raise ClientError(f"unsupported URI scheme '{parsed.scheme}' in '{uri}' (use s3://, file:// or a path)")
 
 
@@ -155,4 +157,8 @@ PROPAGATED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_
 
 
 def worker_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
+    """...and the confinement of local paths (confine.py), which means something even empty."""
+    env = {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
+    if os.environ.get(confine.ROOTS_ENV) is not None:
+        env[confine.ROOTS_ENV] = os.environ[confine.ROOTS_ENV]
+    return env

@@ -25,9 +25,22 @@ KEY, SECRET = "AKIDRAYSIGHTTEST", "raysight-test-secret"
 FAST_WAIT = {"Delay": 2, "MaxAttempts": 300}
 
 
-def start_api(state, credentials, port, env=None, extra=()):
+def pytest_base(path) -> str:
+    """The session's pytest folder that holds `path` (every test's data and outputs live there)."""
+    path = os.path.abspath(str(path))
+    while os.path.basename(os.path.dirname(path)).startswith("pytest-of-") is False and path != "/":
+        path = os.path.dirname(path)
+    assert path != "/", "the API's state must lie under pytest's temporary folder"
+    return path
+
+
+def start_api(state, credentials, port, env=None, extra=(), local_roots=None):
+    """`raysight api` allowed to touch this pytest session's folders (its data, every test's
+    output), unless `local_roots` says otherwise."""
+    roots = [pytest_base(state)] if local_roots is None else local_roots
     proc = subprocess.Popen([sys.executable, "-m", "raysight", "api", "--port", str(port), "--state", str(state),
-                             "--credentials", str(credentials), *extra], cwd=ROOT, env={**os.environ, **(env or {})},
+                             "--credentials", str(credentials), *[a for r in roots for a in ("--local-root", str(r))],
+                             *extra], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

@@ -88,7 +88,7 @@ def test_validation_and_the_hyperparameter_table_import_neither_torch_nor_ray_da
 # ARCHITECTURE.md's layers, bottom (1) to top (7).
 LAYERS = {
     1: ("raysight", "raysight.job_request", "raysight.hyperparams", "raysight.formats", "raysight.storage",
-        "raysight.workarounds", "raysight.errors"),
+        "raysight.workarounds", "raysight.ray_compat", "raysight.confine", "raysight.errors"),
     2: ("raysight.data", "raysight.sources", "raysight.models", "raysight.evaluation", "raysight.images",
         "raysight.collectives", "raysight.artifacts", "raysight.plots"),
     3: ("raysight.algorithms",),

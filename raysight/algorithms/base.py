@@ -383,7 +383,10 @@ class Algorithm:
 
         uri = data.find_one(channel, ".tar.gz")
         with tempfile.TemporaryDirectory() as tmp:
-            meta = artifacts.extract(uri, tmp)
+            try:
+                meta = artifacts.extract(uri, tmp)
+            except ClientError as exc:
+                raise ClientError([f"model channel: {p}" for p in exc.problems]) from None
             if meta.get("algorithm") != self.name:
                 raise ClientError(f"model channel: {uri} holds a '{meta.get('algorithm')}' model, not {self.name}")
             old = meta["hyperparameters"]
@@ -391,7 +394,10 @@ class Algorithm:
                           for k in self.architecture_keys if _plain(old.get(k)) != _plain(hp.get(k))]
             if mismatched:
                 raise ClientError([f"model channel {uri}: {m}" for m in mismatched])
-            return artifacts.load_params(tmp, meta)
+            try:
+                return artifacts.load_params(tmp, meta)
+            except ClientError as exc:
+                raise ClientError([f"model channel {uri}: {p}" for p in exc.problems]) from None
 
     # -- data ---------------------------------------------------------------------
     def index_rows(self, image_channel, index_channel, hp: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 from raysight.api.wire import AwsError
 
-MAX_SKEW_S = 15 * 60
+# AWS's IAM signing reference: a request must reach AWS within five minutes of its time
+# stamp (against replays), either way.
+MAX_SKEW_S = 5 * 60
+# Headers that choose what a request does: each one sent must be signed, so none can be
+# swapped after signing (host always; the operation and the body's type when present).
+MUST_SIGN = ("x-amz-target", "content-type")
 AUTH_RE = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
                      r"SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
 
@@ -82,13 +87,17 @@ def verify(keys: dict[str, str], method: str, url: str, headers: dict[str, str],
         raise AwsError("InvalidSignatureException",
                        f"Signature expired: {stamp} is now earlier than "
                        f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now - MAX_SKEW_S))} "
-                       f"({time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))} - 15 min.)"
+                       f"({time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))} - 5 min.)"
                        if when < now else f"Signature not yet current: {stamp} is still later than "
                        f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now + MAX_SKEW_S))}", 403)
     names = signed.split(";")
     if "host" not in names or stamp[:8] != day:
         raise AwsError("InvalidSignatureException", "the signature must cover 'host' and its scope must be the "
                                                     "day of X-Amz-Date", 403)
+    unsigned = [h for h in MUST_SIGN if h in lower and h not in names]
+    if unsigned:
+        raise AwsError("InvalidSignatureException", f"the signature must cover the {', '.join(unsigned)} "
+                                                    f"header{'s' if len(unsigned) > 1 else ''} sent", 403)
     claimed = lower.get("x-amz-content-sha256")
     if claimed and claimed != hashlib.sha256(body).hexdigest():  # the header, not the body, is what was signed
         raise AwsError("InvalidSignatureException", "x-amz-content-sha256 does not match the request body", 403)

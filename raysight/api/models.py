@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from raysight import algorithms
-from raysight.api.training import paginate, refuse_relative
+from raysight.api import places
+from raysight.api.training import paginate
 from raysight.api.wire import validation
 from raysight.job_request import algorithm_name, arn
 
@@ -58,7 +59,7 @@ class Models:
                              "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1")
         if not container.get("ModelDataUrl"):
             raise validation("PrimaryContainer.ModelDataUrl is required: the model.tar.gz a training job wrote")
-        refuse_relative([("PrimaryContainer.ModelDataUrl", container["ModelDataUrl"])])
+        places.check([("PrimaryContainer.ModelDataUrl", container["ModelDataUrl"])])
         record = {"ModelName": name, "ModelArn": arn("model", name), "PrimaryContainer": container,
                   "CreationTime": time.time(), "EnableNetworkIsolation": bool(body.get("EnableNetworkIsolation"))}
         if body.get("ExecutionRoleArn"):

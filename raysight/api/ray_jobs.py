@@ -18,6 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
+from raysight import ray_compat
+
 # SageMaker gives an algorithm 120 s after SIGTERM to save its model; Ray Jobs' default is 3 s.
 STOP_GRACE_S = 120
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -44,21 +46,9 @@ def _alive(dashboard: str) -> bool:
         return False
 
 
-def _same_auth_as_ray_start() -> None:
-    """`ray start` turns Ray's token authentication on when a token exists (~/.ray/auth_token,
-    which any earlier `ray.init` writes) and RAY_AUTH_MODE is unset; this process's Jobs and
-    Serve clients must then send it, so make the same decision here, with Ray's own function."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available)
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
 def local_cluster(state: str, echo=print) -> str:
     """The dashboard URL of this state folder's local Ray, started if it is not running."""
-    _same_auth_as_ray_start()
+    ray_compat.enable_token_auth_as_ray_start_does()
     record = os.path.join(state, "cluster.json")
     if os.path.exists(record):
         dashboard = json.load(open(record))["dashboard"]
@@ -78,7 +68,7 @@ def local_cluster(state: str, echo=print) -> str:
     echo(f"Starting a local Ray cluster: {shlex.join(command[2:])}")
     # its own session: a signal to the API's process group does not reach the cluster
     subprocess.run(command, check=True, start_new_session=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "RAY_ADDRESS": ""})
+                   env={**os.environ, "RAY_ADDRESS": "", **ray_compat.local_only_env()})
     dashboard = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while not _alive(dashboard):
@@ -108,6 +98,7 @@ def stop_local_cluster(state: str, echo=print) -> int:
     for p in alive:
         p.kill()
     os.remove(record)
+    shutil.rmtree(temp_dir, ignore_errors=True)  # its sockets, logs and session files: this cluster's alone
     echo(f"Stopped the local Ray cluster of {state} ({len(procs)} processes)")
     return len(procs)
 

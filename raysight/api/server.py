@@ -7,13 +7,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from raysight import confine
 from raysight.api import auth, wire
 from raysight.api.wire import AwsError
 
 DEFAULT_PORT = 8090
+# The largest body an operation needs: InvokeEndpoint's 6 MB payload (SageMaker's own bound)
+# plus room for its headers' worth of JSON; a control-plane request is far smaller. Larger
+# bodies get 413 from their Content-Length, before authentication and before being read.
+MAX_BODY = 6 * 1024 * 1024 + 64 * 1024
 # X-Amz-Target prefix → botocore service model (and SigV4 signing name)
 SERVICES = {"SageMaker": "sagemaker", "Logs_20140328": "logs"}
 
@@ -31,6 +37,7 @@ class Settings:
     serve_port: int = 8000  # Ray Serve's HTTP proxy, where the endpoints' applications run
     replica_cpus: float = 1.0
     max_running_jobs: int = 0  # per kind (training, tuning); 0: no limit
+    local_roots: list[str] = field(default_factory=list)  # local folders requests may name (none: s3:// only)
 
 
 class Api:
@@ -48,6 +55,8 @@ class Api:
         from raysight.api.tuning import Tuning
 
         self.keys = auth.load_keys(settings.credentials)
+        # this process, every Ray Job it submits and their workers touch only these local folders
+        os.environ[confine.ROOTS_ENV] = confine.env_value(settings.local_roots)
         self.state = State(settings.state)
         dashboard = None if os.environ.get("RAY_ADDRESS") else ray_jobs.local_cluster(settings.state, echo)
         self.jobs = ray_jobs.Jobs(dashboard)
@@ -128,26 +137,51 @@ def app(api: Api):
         return Response(json.dumps(body, default=str), status_code=status,
                         media_type="application/x-amz-json-1.1", headers={"x-amzn-RequestId": request_id})
 
+    def internal(request_id: str, what: str) -> Response:
+        """A server fault: a 500 the client can retry, with a request id to quote; the
+        exception's text stays in this server's log."""
+        print(f"InternalFailure (request id {request_id}) in {what}:\n{traceback.format_exc()}",
+              file=sys.stderr, flush=True)
+        return answer(500, {"__type": "InternalFailure", "message": f"An internal error occurred (request id "
+                                                                    f"{request_id})."}, request_id)
+
     async def call(request) -> Response:
         request_id = str(uuid.uuid4())
-        body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            body = await read_capped(request, headers, "ValidationException")
             out = await run_in_threadpool(api.handle, request.method, str(request.url), headers, body)
         except AwsError as exc:
             return answer(exc.status, exc.body(), request_id)
-        except Exception as exc:  # noqa: BLE001 - a server fault is a 500 the client can retry
-            print(f"InternalFailure in {headers.get('x-amz-target')}: {exc!r}", file=sys.stderr)
-            return answer(500, {"__type": "InternalFailure", "message": f"{type(exc).__name__}: {exc}"}, request_id)
+        except Exception:  # noqa: BLE001
+            return internal(request_id, headers.get("x-amz-target", "?"))
         return answer(200, out, request_id)
 
     async def invocations(request) -> Response:
-        body = await request.body()
+        request_id = str(uuid.uuid4())
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            body = await read_capped(request, headers, "ValidationError")  # the runtime's code
             return await run_in_threadpool(api.invoke, request.path_params["name"], str(request.url), headers, body)
         except AwsError as exc:
-            return answer(exc.status, exc.body(), str(uuid.uuid4()))
+            return answer(exc.status, exc.body(), request_id)
+        except Exception:  # noqa: BLE001
+            return internal(request_id, f"InvokeEndpoint {request.path_params['name']}")
+
+    async def read_capped(request, headers: dict[str, str], code: str) -> bytes:
+        """The body, refused with 413 before authentication: from Content-Length before a byte
+        is read, or once a body without one (chunked) passes the bound."""
+        too_large = AwsError(code, f"Request body is larger than the {MAX_BODY} bytes any operation takes", 413)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     return Starlette(routes=[Route("/", call, methods=["POST"]),
                              Route("/endpoints/{name}/invocations", invocations, methods=["POST"])])
@@ -156,6 +190,9 @@ def app(api: Api):
 def serve(settings: Settings, echo=print) -> int:
     import uvicorn
 
+    from raysight.api.state import hold_lock
+
+    hold_lock(settings.state)  # one server per state folder; the OS lets go when this process ends
     api = Api(settings, echo)
     echo(f"raysight api listening on http://{settings.host}:{settings.port} "
          f"(state {api.state.path}; AWS_ENDPOINT_URL_SAGEMAKER=http://{settings.host}:{settings.port})")

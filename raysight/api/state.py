@@ -131,3 +131,31 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     out["request"] = json.loads(out["request"])
     out["final"] = json.loads(out["final"]) if out["final"] else None
     return out
+
+
+class StateInUse(OSError):
+    """Another `raysight api` serves this state folder."""
+
+
+_held: list[int] = []  # the lock's descriptor lives as long as this process
+
+
+def hold_lock(folder: str) -> None:
+    """One server per state folder: an exclusive `flock` on `<state>/server.lock`, which the
+    OS releases when the holder dies (SIGKILL included), so a stale lock never blocks a restart.
+    The holder's pid is written into the file for the refusal's message."""
+    import fcntl
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "server.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateInUse(f"another raysight api (pid {holder}) is serving the state folder {folder}; "
+                         "stop it first, or give this one its own --state") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held.append(fd)

@@ -13,10 +13,11 @@ import uuid
 from typing import Any
 
 from raysight import storage
+from raysight.api import places
 from raysight.api.ray_jobs import TERMINAL
 from raysight.api.wire import AwsError, not_found, validation
 from raysight.errors import ClientError
-from raysight.job_request import arn, locations
+from raysight.job_request import arn
 
 KIND = "training"
 ENDED = ("Completed", "Failed", "Stopped")
@@ -32,20 +33,6 @@ def read_json(uri: str) -> dict[str, Any] | None:
         return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
     except Exception:  # noqa: BLE001 - unreadable while being replaced: the next poll reads it
         return None
-
-
-def check_locations(definition: dict[str, Any], field: str = "") -> None:
-    """A Ray Job runs in a working directory of its own, so a relative local path would name
-    another folder than the caller meant: refuse it, naming the field."""
-    refuse_relative([(field + where, holder.get(key)) for where, holder, key in locations(definition)])
-
-
-def refuse_relative(places: list[tuple[str, Any]]) -> None:
-    """ValidationException naming the first (field, location) that is a relative local path."""
-    for where, uri in places:
-        if isinstance(uri, str) and "://" not in uri and not uri.startswith("/"):
-            raise validation(f"Value {uri!r} at '{where}' is a relative path; the API's jobs run in a "
-                             "working directory of their own: give s3://, file:// or an absolute path")
 
 
 def stop_job(owner, kind: str, label: str, name: str, status_key: str) -> dict[str, Any]:
@@ -90,7 +77,7 @@ class Training:
         if self.state.get(KIND, name):
             raise AwsError("ResourceInUse", f"Training job names must be unique within an AWS account and "
                                             f"region, and a training job with this name already exists ({arn('training-job', name)})")
-        check_locations(body)
+        places.check_definition(body)
         try:
             driver.prepare(body)  # as `raysight train --validate-only`: no data, no Ray
         except ClientError as exc:

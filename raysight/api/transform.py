@@ -14,7 +14,8 @@ from typing import Any
 
 from raysight import storage
 from raysight.api.ray_jobs import TERMINAL
-from raysight.api.training import paginate, read_json, refuse_relative, stop_job
+from raysight.api import places
+from raysight.api.training import paginate, read_json, stop_job
 from raysight.api.wire import AwsError, not_found, validation
 from raysight.errors import ClientError
 from raysight.job_request import arn
@@ -37,9 +38,11 @@ class Transforms:
                                             f"and a transform job with this name already exists "
                                             f"({arn('transform-job', name)})")
         model = self.models.model(body["ModelName"])["PrimaryContainer"]["ModelDataUrl"]
-        refuse_relative([("TransformInput.DataSource.S3DataSource.S3Uri",
-                          body["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]),
-                         ("TransformOutput.S3OutputPath", body["TransformOutput"]["S3OutputPath"])])
+        source = body["TransformInput"]["DataSource"]["S3DataSource"]
+        places.check([("TransformInput.DataSource.S3DataSource.S3Uri", source["S3Uri"]),
+                      ("TransformOutput.S3OutputPath", body["TransformOutput"]["S3OutputPath"])])
+        if source.get("S3DataType") == "ManifestFile":
+            places.check_manifest("TransformInput.DataSource.S3DataSource.S3Uri", source["S3Uri"])
         try:
             parse(body, model, EXECUTION_PARAMETERS)  # as `raysight transform` refuses it, before any work
         except ClientError as exc:

@@ -13,7 +13,8 @@ import uuid
 from typing import Any
 
 from raysight import storage
-from raysight.api.training import check_locations, paginate
+from raysight.api import places
+from raysight.api.training import paginate
 from raysight.api.training import read_json as _read
 from raysight.api.ray_jobs import TERMINAL
 from raysight.api.wire import AwsError, validation
@@ -44,7 +45,7 @@ class Tuning:
             raise validation("raysight api needs TrainingJobDefinition (TrainingJobDefinitions is not supported)")
         if self.state.get(KIND, name):
             raise AwsError("ResourceInUse", f"Hyperparameter tuning job {name!r} already exists")
-        check_locations(body["TrainingJobDefinition"], "TrainingJobDefinition.")
+        places.check_definition(body["TrainingJobDefinition"], "TrainingJobDefinition.")
         try:
             parse_tuning_job(body)  # ranges, strategy, definition: SageMaker refuses these at once
         except ClientError as exc:

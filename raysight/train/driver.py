@@ -55,12 +55,12 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
         _write_describe(request, describe)  # InProgress until it ends (a killed job is left so)
         _enter(describe, "Downloading", "Downloading input data")
         echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
+        init_state = algo.initial_state(job, hp)  # pretrained or incremental weights: before Ray or data
         ensure_ray()
         scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])
         echo(scaling.plan)
         _write_describe(request, describe)
         _quiet_data_progress()
-        init_state = algo.initial_state(job, hp)  # pretrained or incremental weights, before any data
         prepared = algo.datasets(job, hp, shards=scaling.config.num_workers)  # checks index files
         for key, value in prepared.state.items():  # e.g. use_weighted_loss's per-class weights
             echo(f"From the training data: {key} = {_brief(value)}")
