@@ -39,7 +39,9 @@ def refusal(path: str, allowed: list[str]) -> str:
     if not allowed:
         return (f"'{path}' is a local path, and this server accepts only s3:// locations "
                 "(start raysight api with --local-root DIR to allow local folders)")
-    return f"'{path}' is outside the local folders this server may touch ({', '.join(allowed)})"
+    real = os.path.realpath(path)
+    shown = f"'{path}'" + (f" (which resolves to '{real}')" if real != os.path.abspath(path) else "")
+    return f"{shown} is outside the local folders this server may touch ({', '.join(allowed)})"
 
 
 def check(path: str, exempt: tuple[str, ...] = ()) -> str:

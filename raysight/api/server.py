@@ -134,8 +134,11 @@ def app(api: Api):
     from starlette.routing import Route
 
     def answer(status: int, body: dict, request_id: str) -> Response:
+        headers = {"x-amzn-RequestId": request_id}
+        if status == 413:  # the body is left unread: close the connection rather than drain it
+            headers["Connection"] = "close"
         return Response(json.dumps(body, default=str), status_code=status,
-                        media_type="application/x-amz-json-1.1", headers={"x-amzn-RequestId": request_id})
+                        media_type="application/x-amz-json-1.1", headers=headers)
 
     def internal(request_id: str, what: str) -> Response:
         """A server fault: a 500 the client can retry, with a request id to quote; the
