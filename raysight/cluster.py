@@ -25,11 +25,13 @@ SETUP_HOOK = "raysight.cluster.setup_worker"
 
 
 def setup_worker() -> None:
-    """Ray Data's scheduling mends in this process (workarounds.py), and a bad-data
-    fault kept off its console (errors.HideDataFaults)."""
-    from raysight import workarounds
+    """Ray Data's scheduling mends in this process (workarounds.py), Serve's gRPC servers on
+    loopback when Ray is (ray_compat), and a bad-data fault kept off its console
+    (errors.HideDataFaults)."""
+    from raysight import ray_compat, workarounds
 
     workarounds.install()
+    ray_compat.serve_grpc_on_loopback()
     _hide_data_faults_on_the_console()
 
 
@@ -63,10 +65,14 @@ def runtime_env() -> dict[str, Any]:
     the setup hook."""
     from raysight import algorithms, storage
 
+    from raysight import ray_compat
+
     env_vars = storage.worker_env()
     for name in (algorithms.PLUGINS_ENV, WORKER_GROUP_START_TIMEOUT):
         if os.environ.get(name):
             env_vars[name] = os.environ[name]
+    if ray_compat.loopback_mode():  # torch.distributed's sockets on loopback too (ray_compat.torch_config)
+        env_vars.update(ray_compat.LOOPBACK_INTERFACE_ENV)
     out: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
     if env_vars:
         out["env_vars"] = env_vars
@@ -89,6 +95,8 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
+        if ray_compat.is_loopback_address(os.environ["RAY_ADDRESS"]):
+            ray_compat.loopback_only()  # a local Ray bound to loopback (as ours are): join it as a local node
         ray.init(log_to_driver=True, runtime_env=runtime_env())
     else:
         ray_compat.loopback_only()

@@ -53,6 +53,7 @@ def test_serve_config_matches_serves_schema_and_builder():
         app = schema.applications[0]
         assert app.import_path == "raysight.serve.app:build" and app.route_prefix == "/"
         assert callable(build) and "model" in app.args
+        assert config["http_options"]["host"] == "127.0.0.1"  # loopback unless the user opens it (README "Security")
 
 
 def test_cluster_yaml_is_an_autoscaler_config():
@@ -60,3 +61,5 @@ def test_cluster_yaml_is_an_autoscaler_config():
         config = yaml.safe_load(f)
     assert config["head_node_type"] in config["available_node_types"]
     assert "raysight" in " ".join(config["setup_commands"])
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head  # the dashboard runs code: not public

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from raysight import storage
+from raysight import cluster
 from raysight.api.models import existing, missing
 from raysight.api.training import paginate
 from raysight.api.wire import AwsError, validation
@@ -82,7 +82,7 @@ class Endpoints:
 
     def _serve_app(self, app: dict[str, Any]) -> dict[str, Any]:
         return {"name": app["app"], "route_prefix": app["route"], "import_path": "raysight.serve.app:build",
-                "runtime_env": {"env_vars": storage.worker_env()},
+                "runtime_env": cluster.runtime_env(),  # S3 settings, confinement, plugins, the setup hook
                 "args": {"model": app["model"], "name": app["endpoint"], "variant": app["variant"],
                          "replicas": app["replicas"], "cpus_per_replica": self.replica_cpus,
                          "gpus_per_replica": 1 if app["gpus"] else 0}}

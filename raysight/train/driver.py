@@ -238,6 +238,7 @@ def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state
     from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
+    from raysight import ray_compat
     from raysight.train.ingest import ExactValidationDataConfig, flatten
     from raysight.train.loop import steps_per_epoch, train_loop_per_worker
 
@@ -265,6 +266,7 @@ def _fit(job: TrainingJob, algo, hp, prepared, scaling, callbacks=(), init_state
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        torch_config=ray_compat.torch_config(),  # on a local Ray: a rendezvous that opens no port
         scaling_config=scaling.config,
         datasets=datasets,
         dataset_config=ExactValidationDataConfig(ordered=["train"] if config["shuffle_seed"] is not None else []),
