@@ -467,6 +467,18 @@ def test_a_tuning_job_through_the_api(api, digits_small, tmp_path):
         "ValidationException"
 
 
+def driver_pid(submission_prefix: str) -> int:
+    """The pid of the one Ray Job driver on the session's Ray (RAY_ADDRESS) whose submission id
+    starts with `submission_prefix` (the API names them raysight-<kind>-<name>-<8 hex>)."""
+    from ray.job_submission import JobSubmissionClient
+
+    drivers = [j.driver_info.pid for j in JobSubmissionClient().list_jobs()
+               if (j.submission_id or "").startswith(submission_prefix) and j.driver_info and str(j.status) in (
+                   "RUNNING", "JobStatus.RUNNING")]
+    assert len(drivers) == 1, drivers
+    return int(drivers[0])
+
+
 @pytest.mark.slow
 def test_a_killed_tuning_job_ends_its_running_child_too(api, digits_small, tmp_path):
     """SIGKILL to the tuning process takes its trial with it; the child must not stay InProgress."""
@@ -478,10 +490,7 @@ def test_a_killed_tuning_job_ends_its_running_child_too(api, digits_small, tmp_p
     [job_json] = tmp_path.glob("api-killed-*/output/job.json")
     name = job_json.parent.parent.name
     assert json.loads(job_json.read_text())["TrainingJobStatus"] == "InProgress"
-    pids = subprocess.run(["pgrep", "-f", "raysight tune request.json"], capture_output=True, text=True).stdout.split()
-    assert pids
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    os.kill(driver_pid("raysight-tuning-api-killed-"), signal.SIGKILL)  # this job's driver, and nothing else
     deadline = time.time() + 120
     while sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-killed")[
             "HyperParameterTuningJobStatus"] in ("InProgress", "Stopping"):

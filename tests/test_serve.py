@@ -388,6 +388,27 @@ def test_multi_model_endpoint_picks_the_target_model(endpoints, tmp_path):
     assert logs.count("digits-v1.tar.gz in") >= 2 and logs.count("digits-v2.tar.gz in") >= 1
 
 
+def test_a_hostile_model_file_is_refused_and_ping_says_why(endpoints, tmp_path):
+    """A model.tar.gz whose params file is a symlink to /etc/passwd: the replica refuses it, `/ping`
+    answers 503 with the reason, and the other endpoints on the proxy keep answering."""
+    import tarfile
+
+    from ray import serve
+
+    from tests.test_security import member, tarball
+
+    bad = tarball(tmp_path / "bad.tar.gz", [member("model-0001.params", kind=tarfile.SYMTYPE, link="/etc/passwd")])
+    ready = deploy(bad, "hostile", "/hostile")
+    try:
+        assert "link or a special file" in ready["error"], ready
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{endpoints['port']}/hostile/ping", timeout=10)
+        assert info.value.code == 503 and "link or a special file" in json.loads(info.value.read())["message"]
+        assert ping(endpoints["port"]) == 200
+    finally:
+        serve.delete("hostile")
+
+
 def _serve_logs(app_name: str) -> str:
     import glob
 
