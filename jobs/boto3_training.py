@@ -1,7 +1,7 @@
 """SageMaker code, unchanged, against `raysight api`: only the endpoint differs, and botocore
 reads it from the environment.
 
-    raysight api &                                   # once; see README "Use your SageMaker code unchanged"
+    raysight api --local-root "$PWD" &               # once (local data: allow this folder); README "Security"
     export AWS_ENDPOINT_URL_SAGEMAKER=http://127.0.0.1:8090 AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=http://127.0.0.1:8090
     python jobs/boto3_training.py                    # after `make demo` exported the digits
 

@@ -20,7 +20,8 @@ def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp
     # one key pair for every client of the SDK's boto session: moto takes any, the API this one
     key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
     (tmp_path / "credentials").write_text(f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
-    proc, url = start_api(tmp_path / "state", tmp_path / "credentials", free_port(),
+    # no --local-root: the notebook's locations are all on S3, which is what the default allows
+    proc, url = start_api(tmp_path / "state", tmp_path / "credentials", free_port(), local_roots=[],
                           extra=["--serve-port", str(free_port()), "--replica-cpus", "0.5"])
     boto3.client("s3").create_bucket(Bucket="sdk-example")
     env = {**os.environ, "AWS_ENDPOINT_URL_SAGEMAKER": url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,

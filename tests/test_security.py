@@ -96,18 +96,29 @@ def test_a_local_ray_and_its_serve_proxy_listen_on_loopback_only(tmp_path):
         proc.wait(60)
 
 
-# --- a raysight api on a Ray of its own -------------------------------------------------------
+# --- a raysight api on the session's Ray, and one on a Ray of its own -------------------------
 @pytest.fixture(scope="module")
-def own_api(tmp_path_factory, s3):
-    """`raysight api` without RAY_ADDRESS: it starts its own detached Ray; one --local-root."""
-    folder = tmp_path_factory.mktemp("own-api")
+def guarded_api(ray_cluster, tmp_path_factory):
+    """`raysight api` on the session's Ray (RAY_ADDRESS) with one --local-root."""
+    folder = tmp_path_factory.mktemp("guarded-api")
     allowed = folder / "allowed"
     allowed.mkdir()
     state = folder / "state"
     port = free_port()
-    proc, url = start_api(state, credentials_file(folder), port, env={"RAY_ADDRESS": ""},
-                          local_roots=[allowed])
+    proc, url = start_api(state, credentials_file(folder), port, local_roots=[allowed])
     yield {"url": url, "proc": proc, "state": state, "allowed": allowed, "folder": folder, "port": port}
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def own_api(tmp_path_factory):
+    """`raysight api` without RAY_ADDRESS: it starts its own detached Ray."""
+    folder = tmp_path_factory.mktemp("own-api")
+    state = folder / "state"
+    port = free_port()
+    proc, url = start_api(state, credentials_file(folder), port, env={"RAY_ADDRESS": ""})
+    yield {"url": url, "proc": proc, "state": state, "port": port}
     proc.terminate()
     proc.wait(30)
     temp_dir = json.loads((state / "cluster.json").read_text())["temp_dir"]
@@ -118,7 +129,7 @@ def own_api(tmp_path_factory, s3):
 
 
 @pytest.mark.slow
-def test_the_api_and_its_ray_listen_on_loopback_only(own_api):
+def test_the_api_and_its_own_ray_listen_on_loopback_only_and_api_stop_removes_its_folder(own_api):
     found = listeners(tree(own_api["proc"].pid) + cluster_pids(own_api["state"]))
     assert f"127.0.0.1:{own_api['port']}" in found
     assert any("gcs_server" in names for names in found.values()), found
@@ -126,14 +137,14 @@ def test_the_api_and_its_ray_listen_on_loopback_only(own_api):
     assert not beyond_loopback(found), beyond_loopback(found)
 
 
-@pytest.mark.slow
-def test_a_second_api_on_the_same_state_exits_2_naming_the_first(own_api):
+def test_a_second_api_on_the_same_state_exits_2_naming_the_first(guarded_api):
     second = subprocess.run([sys.executable, "-m", "raysight", "api", "--port", str(free_port()), "--state",
-                             str(own_api["state"]), "--credentials", str(own_api["folder"] / "credentials")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_ADDRESS": ""})
+                             str(guarded_api["state"]), "--credentials", str(guarded_api["folder"] / "credentials")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert second.returncode == 2, second.stderr
     lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ClientError: ") and f"pid {own_api['proc'].pid}" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("ClientError: ") and f"pid {guarded_api['proc'].pid}" in lines[0], \
+        lines
 
 
 # --- 3. the wire ----------------------------------------------------------------------------
@@ -165,9 +176,8 @@ def post(url, headers, body):
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-@pytest.mark.slow
-def test_tampered_swapped_dated_unknown_and_unsigned_requests_get_403(own_api):
-    url = own_api["url"]
+def test_tampered_swapped_dated_unknown_and_unsigned_requests_get_403(guarded_api):
+    url = guarded_api["url"]
     headers, body = signed(url)
     assert post(url, headers, body)[0] == 200  # the control case
     assert post(url, headers, b'{"MaxResults": 1}')[1]["__type"] == "InvalidSignatureException"  # tampered body
@@ -192,15 +202,14 @@ def test_tampered_swapped_dated_unknown_and_unsigned_requests_get_403(own_api):
     assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
 
 
-@pytest.mark.slow
-def test_an_unauthenticated_1_gib_body_gets_413_unread_and_memory_stays_flat(own_api):
+def test_an_unauthenticated_1_gib_body_gets_413_unread_and_memory_stays_flat(guarded_api):
     import ray  # noqa: F401
     import psutil
 
-    server = psutil.Process(own_api["proc"].pid)
+    server = psutil.Process(guarded_api["proc"].pid)
     before = server.memory_info().rss
     for declared in (True, False):  # Content-Length, then chunked with none
-        conn = http.client.HTTPConnection("127.0.0.1", own_api["port"], timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", guarded_api["port"], timeout=30)
         conn.putrequest("POST", "/")
         conn.putheader("X-Amz-Target", "SageMaker.CreateTrainingJob")
         conn.putheader("Content-Length" if declared else "Transfer-Encoding", str(1 << 30) if declared else "chunked")
@@ -219,7 +228,7 @@ def test_an_unauthenticated_1_gib_body_gets_413_unread_and_memory_stays_flat(own
         assert sent < 256 << 20, sent  # the server closed the connection instead of reading on
         conn.close()
     assert server.memory_info().rss - before < 64 << 20, (before, server.memory_info().rss)
-    assert post(own_api["url"], *signed(own_api["url"]))[0] == 200  # and it still serves
+    assert post(guarded_api["url"], *signed(guarded_api["url"]))[0] == 200  # and it still serves
 
 
 def test_an_internal_failure_answers_a_request_id_and_logs_the_text(capfd):
@@ -264,10 +273,10 @@ def digits_in(folder, name="data"):
     return root, digits.export(root, limit=20)
 
 
-@pytest.mark.slow
-def test_locations_outside_the_local_roots_are_refused_naming_the_field_and_nothing_is_created(own_api, tmp_path):
-    sm = client(own_api["url"])
-    allowed, outside = own_api["allowed"], tmp_path
+def test_locations_outside_the_local_roots_are_refused_naming_the_field_and_nothing_is_created(guarded_api,
+                                                                                              tmp_path):
+    sm = client(guarded_api["url"])
+    allowed, outside = guarded_api["allowed"], tmp_path
     root, counts = digits_in(allowed, "in")
     (allowed / "escape").symlink_to(outside, target_is_directory=True)
     cases = [  # (field to change, value, field named)
@@ -312,13 +321,13 @@ def test_locations_outside_the_local_roots_are_refused_naming_the_field_and_noth
 
 
 @pytest.mark.slow
-def test_a_job_reads_nothing_outside_the_roots_through_a_symlink_in_its_data(own_api):
+def test_a_job_reads_nothing_outside_the_roots_through_a_symlink_in_its_data(guarded_api):
     """The API passes the channel folder (inside); an image in it is a symlink to a file outside.
     The Ray Job (confined through its environment) fails with one ClientError naming it."""
-    sm = client(own_api["url"])
-    allowed = own_api["allowed"]
+    sm = client(guarded_api["url"])
+    allowed = guarded_api["allowed"]
     root, counts = digits_in(allowed, "linked")
-    victim = own_api["folder"] / "secret.png"
+    victim = guarded_api["folder"] / "secret.png"
     first = sorted((allowed / "linked" / "train").rglob("*.png"))[0]
     victim.write_bytes(first.read_bytes())
     first.unlink()
