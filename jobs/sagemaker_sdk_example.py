@@ -56,7 +56,8 @@ num_training_samples = sum(1 for _ in open(os.path.join(args.data, "train_lst", 
 
 
 def channel(uri, seed=None):
-    return TrainingInput(uri, distribution="FullyReplicated", content_type="application/x-image",
+    # the content type AWS's "Image classification, lst format, high level" notebook declares
+    return TrainingInput(uri, distribution="FullyReplicated", content_type="application/jpeg",
                          s3_data_type="S3Prefix", shuffle_config=ShuffleConfig(seed) if seed is not None else None)
 
 
@@ -66,7 +67,8 @@ inputs = {name: channel(uri, seed=1 if name == "train" else None) for name, uri 
 
 # --- 2. Train, with the log streamed as on SageMaker ---------------------------------------------
 ic = Estimator(training_image, role, instance_count=1, instance_type="ml.m5.xlarge", volume_size=10, max_run=3600,
-               input_mode="File", output_path=f"s3://{args.bucket}/{prefix}/output", sagemaker_session=sess)
+               input_mode="File", output_path=f"s3://{args.bucket}/{prefix}/output", sagemaker_session=sess,
+               tags=[{"Key": "project", "Value": "raysight-example"}])
 ic.set_hyperparameters(num_layers=20, image_shape="3,8,8", resize=9, num_classes=10,
                        num_training_samples=num_training_samples, mini_batch_size=16, epochs=args.epochs,
                        learning_rate=0.05, lr_scheduler_step="", top_k=2)
@@ -98,6 +100,16 @@ tuner.wait()
 best = tuner.best_training_job()
 print("best training job:", best, sess.describe_training_job(best)["FinalMetricDataList"])
 sess.logs_for_job(best, wait=False)  # each training job of a tuning job has its own log stream
+best_estimator = tuner.best_estimator()  # DescribeTrainingJob of a tuning job's child, and ListTags
+print("best estimator:", best_estimator.latest_training_job.name, best_estimator.model_data,
+      "role:", best_estimator.role)
+print("attached tags:", Estimator.attach(f"ic-digits-{run}", sagemaker_session=sess).tags)
+tuned = tuner.deploy(initial_instance_count=1, instance_type="ml.m5.large", endpoint_name=f"ic-tuned-{run}",
+                     serializer=IdentitySerializer(content_type="image/png"))
+with open(samples[0][0], "rb") as f:
+    print("tuned endpoint answers:", len(json.loads(tuned.predict(f.read()))), "probabilities")
+tuned.delete_model()
+tuned.delete_endpoint()
 
 # --- 5. Batch transform -----------------------------------------------------------------------------
 transformer = ic.transformer(instance_count=1, instance_type="ml.m5.large",

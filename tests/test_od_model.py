@@ -219,7 +219,7 @@ def test_channel_sets_are_checked_before_training():
     assert "'bounding-box' attribute" in OD.check(hp(), job("application/x-recordio", ["train", "validation"],
                                                             S3DataType="AugmentedManifestFile",
                                                             AttributeNames=["source-ref"]))[0]
-    assert "must be one of" in OD.check(hp(), job("text/csv", ["train", "validation"]))[0]
+    assert "content type 'text/csv' names no input format raysight reads" in OD.check(hp(), job("text/csv", ["train", "validation"]))[0]
     assert OD.check(hp(), job("application/x-recordio", ["train"])) == [
         "channel 'validation' is required (got: train)"]
 

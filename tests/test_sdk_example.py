@@ -57,6 +57,14 @@ def test_the_sdk_notebook_flow_runs_unchanged(ray_cluster, s3, digits_small, tmp
     assert set(re.findall(r"Training job (ic-tune-\S+): ", tail)) == {best.group(1)}, tail[-3000:]
     assert re.search(r"^Epoch\[\d+\] Validation-accuracy=[0-9.]+$", tail, re.M), tail[-3000:]
     assert not re.search(r"^\[ic-tune-", tail, re.M), tail[-3000:]
+    # the channels' content type is AWS's notebook's application/jpeg, read as images + .lst
+    assert re.search(r"Input format: train: images \+ channel 'train_lst' \(ContentType 'application/jpeg' is an "
+                     r"image type", out), out[-3000:]
+    # the tuner's best job: described with its RoleArn (best_estimator), attached with its tags, deployed
+    assert re.search(rf"^best estimator: {best.group(1)} s3://sdk-example/\S+/model.tar.gz role: "
+                     r"arn:aws:iam::000000000000:role/raysight$", out, re.M), out[-3000:]
+    assert "attached tags: [{'Key': 'project', 'Value': 'raysight-example'}]" in out, out[-3000:]
+    assert "tuned endpoint answers: 10 probabilities" in out, out[-3000:]
     expected = len(os.listdir(os.path.join(digits_small[0], "validation", "0")))
     assert f"transform: {expected} .out files under s3://sdk-example/" in out, out[-3000:]
     # transformer.wait() streamed the transform job's own log (/aws/sagemaker/TransformJobs)

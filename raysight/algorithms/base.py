@@ -21,7 +21,7 @@ import numpy as np
 
 from raysight import data, images
 from raysight.errors import ClientError
-from raysight.formats import IMAGE_TYPES, RECORDIO, recordio
+from raysight.formats import RECORDIO, accepted_channel_types, is_image_type, recordio
 from raysight.algorithms.rows import (  # noqa: F401 - part of the contract algorithms import from here
     RUNTIME_OPTIONAL, RUNTIME_REQUIRED, setting, shared_rows, with_rows)
 from raysight.hyperparams import Param
@@ -329,22 +329,44 @@ class Algorithm:
             if len(manifests) == 1:
                 problems.append("train and validation must both be augmented manifests")
             return problems
-        mime = channels["train"].mime
-        if mime in IMAGE_TYPES:
+        for split in SPLITS:
+            mime = channels[split].mime
+            if not (is_image_type(mime) or mime == RECORDIO):
+                problems.append(f"channel '{split}' content type '{channels[split].content_type}' names no input "
+                                f"format raysight reads; accepted: {accepted_channel_types()}")
+        if problems:
+            return problems
+        if is_image_type(channels["train"].mime):
             missing = [c for c in self.image_index_channels if c not in channels]
             if missing:
-                problems.append(f"content type '{mime}' needs channels "
+                problems.append(f"content type '{channels['train'].mime}' needs channels "
                                 f"{', '.join(SPLITS + self.image_index_channels)}; missing {', '.join(missing)}")
-        elif mime != RECORDIO:
-            problems.append(f"channel 'train' content type '{channels['train'].content_type}' must be one of "
-                            f"{', '.join(IMAGE_TYPES + (RECORDIO,))}")
         return problems
+
+    def input_format(self, job) -> str:
+        """One log line: the input format each split is read in, and why (what decided it)."""
+        parts = []
+        for split in SPLITS:
+            channel = job.channels.get(split)
+            if channel is None:
+                continue
+            given = f"ContentType '{channel.content_type}'"
+            if channel.s3_data_type == "AugmentedManifestFile":
+                parts.append(f"{split}: augmented manifest (S3DataType AugmentedManifestFile; {given} is read "
+                             "only for its label-format)")
+            elif channel.mime == RECORDIO:
+                parts.append(f"{split}: RecordIO ({given})")
+            else:
+                index = dict(zip(SPLITS, self.image_index_channels)).get(split)
+                parts.append(f"{split}: images + channel '{index}' ({given} is an image type; the index "
+                             "channel's ContentType is not read)")
+        return "Input format: " + "; ".join(parts)
 
     @staticmethod
     def image_format(job) -> bool:
         """True for images + index channels (not RecordIO, not manifests)."""
         train = job.channels.get("train")
-        return train is not None and train.s3_data_type != "AugmentedManifestFile" and train.mime in IMAGE_TYPES
+        return train is not None and train.s3_data_type != "AugmentedManifestFile" and is_image_type(train.mime)
 
     # -- model (supplied) -----------------------------------------------------------
     def input_shape(self, hp: dict[str, Any]) -> tuple[int, int, int]:

@@ -50,6 +50,7 @@ class Api:
         from raysight.api.models import Models
         from raysight.api.quota import Quota
         from raysight.api.state import State
+        from raysight.api.tags import Tags
         from raysight.api.training import Training
         from raysight.api.transform import Transforms
         from raysight.api.tuning import Tuning
@@ -96,6 +97,8 @@ class Api:
             "StopTransformJob": transforms.stop,
             "ListTransformJobs": transforms.list,
         }
+        self.tags = Tags(self.state)
+        self.operations.update({"AddTags": self.tags.add, "ListTags": self.tags.list, "DeleteTags": self.tags.delete})
         logs = Logs(self.state, self.jobs, tuning)
         self.log_operations = {"DescribeLogStreams": logs.describe_streams, "GetLogEvents": logs.events}
         self.owners = {"training": training, "tuning": tuning, "transform": transforms}
@@ -115,7 +118,11 @@ class Api:
         if op.name not in operations:
             raise AwsError("UnknownOperationException", f"raysight api does not implement {target}; it "
                                                         f"implements {', '.join(sorted(operations))}")
-        return operations[op.name](wire.parse_body(body, op))
+        request = wire.parse_body(body, op)
+        answer = operations[op.name](request)
+        if op.name.startswith("Create") and operations is self.operations:
+            self.tags.created(request, answer)
+        return answer
 
     def invoke(self, name: str, url: str, headers: dict[str, str], body: bytes):
         """InvokeEndpoint (sagemaker-runtime, signed for service 'sagemaker')."""

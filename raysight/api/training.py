@@ -49,6 +49,31 @@ def stop_job(owner, kind: str, label: str, name: str, status_key: str) -> dict[s
     return {}
 
 
+# Members DescribeTrainingJob always carries on SageMaker, which the SDK's readers index directly
+# (`Estimator.attach`: OutputDataConfig.KmsKeyId, ResourceConfig.VolumeSizeInGB, RoleArn, ...).
+DEFINITION_KEYS = ("RoleArn", "AlgorithmSpecification", "ResourceConfig", "StoppingCondition", "OutputDataConfig",
+                   "InputDataConfig", "CheckpointConfig", "VpcConfig")
+
+
+def as_sagemaker_describes(record: dict[str, Any], definition: dict[str, Any],
+                           tuning_arn: str | None = None) -> dict[str, Any]:
+    """`record` with what SageMaker always returns: the definition's members where the record
+    lacks them (a tuning job's training jobs are described from their job.json, and take
+    RoleArn and the rest from the tuning job's TrainingJobDefinition), SageMaker's defaults,
+    and, for a tuning job's training job, its TuningJobArn."""
+    out = dict(record)
+    for key in DEFINITION_KEYS:
+        if out.get(key) is None and definition.get(key) is not None:
+            out[key] = definition[key]
+    out["OutputDataConfig"] = {"KmsKeyId": "", **(out.get("OutputDataConfig") or {})}
+    out["ResourceConfig"] = {"InstanceCount": 1, "VolumeSizeInGB": 30, **(out.get("ResourceConfig") or {})}
+    for key in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"):
+        out.setdefault(key, bool(definition.get(key, False)))
+    if tuning_arn:
+        out["TuningJobArn"] = tuning_arn
+    return out
+
+
 def failed_record(name: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
     now = time.time()
     return {"TrainingJobName": name, "TrainingJobArn": arn("training-job", name),
@@ -113,12 +138,14 @@ class Training:
         name = body["TrainingJobName"]
         row = self.state.get(KIND, name)
         if row is not None:
-            return self.record(row)
-        uri = self.tuning.child_output(name) if self.tuning else None
-        record = read_json(uri) if uri else None
+            return as_sagemaker_describes(self.record(row), row["request"])
+        found = self.tuning.child_output(name) if self.tuning else None
+        record = read_json(found[0]) if found else None
         if not record:
             raise not_found("training job", name)
-        return self.tuning.orphan(record)
+        parent = found[1]
+        return as_sagemaker_describes(self.tuning.orphan(record), parent["request"]["TrainingJobDefinition"],
+                                      arn("hyper-parameter-tuning-job", parent["name"]))
 
     def running(self) -> int:
         return sum(self.record(row)["TrainingJobStatus"] not in ENDED for row in self.state.unfinished(KIND))

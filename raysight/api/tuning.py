@@ -161,13 +161,13 @@ class Tuning:
             s.pop("_objective", None)
         return page
 
-    def child_output(self, name: str) -> str | None:
-        """Where a child training job's job.json is, if `name` belongs to one of these tuning jobs."""
+    def child_output(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """(where its job.json is, its tuning job's row), if `name` is a child of one of these tuning jobs."""
         for row in self.parents(name):
             uri = storage.join(row["request"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"],
                                name, "output", "job.json")
             if storage.exists(uri):
-                return uri
+                return uri, row
         return None
 
     def parents(self, name: str) -> list[dict[str, Any]]:

@@ -1,9 +1,22 @@
 """Pure codecs for SageMaker's input formats: bytes in, records out, no Ray."""
 from __future__ import annotations
 
-# Content types of an images channel (and of an inference request), and of RecordIO.
+# Content types of an inference request (SageMaker's IC and OD endpoints take these three), and of RecordIO.
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 RECORDIO = "application/x-recordio"
+# An images channel (and a transform job's input) as SageMaker's built-in image algorithms take it:
+# any image/* type, the documented application/x-image, and the spellings AWS's own example
+# notebooks use ("Image classification, lst format": application/jpeg; its text: application/x-jpeg).
+IMAGE_CHANNEL_TYPES = ("image/*", "application/x-image", "application/jpeg", "application/x-jpeg")
+
+
+def is_image_type(mime: str) -> bool:
+    """Whether a content type (without parameters, lower-cased) names images."""
+    return (mime.startswith("image/") and len(mime) > len("image/")) or mime in IMAGE_CHANNEL_TYPES[1:]
+
+
+def accepted_channel_types() -> str:
+    return ", ".join(IMAGE_CHANNEL_TYPES) + f" (images + index files) or {RECORDIO} (RecordIO)"
 
 
 def class_id_problem(ids, where: str, num_classes: int) -> str | None:

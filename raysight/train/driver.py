@@ -55,6 +55,7 @@ def run(request: dict[str, Any], echo=print, callbacks=(), stop_flag=None, tunin
         _write_describe(request, describe)  # InProgress until it ends (a killed job is left so)
         _enter(describe, "Downloading", "Downloading input data")
         echo(f"Training job {job.name}: {algo.name}, {job.instance_count} instance(s) of {job.instance_type}")
+        echo(algo.input_format(job))  # which format each channel is read in, and what decided it
         init_state = algo.initial_state(job, hp)  # pretrained or incremental weights: before Ray or data
         ensure_ray()
         scaling = scaling_for(job.instance_type, job.instance_count, hp["mini_batch_size"])

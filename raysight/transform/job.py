@@ -61,7 +61,9 @@ class Transformer:
                 blob = gzip.decompress(blob)
             if len(blob) > self.limit:
                 return f"{len(blob)} bytes exceeds MaxPayloadInMB={self.job.max_payload_mb}"
-            return self.runner.prepare(blob, self.job.content_type, where="object")
+            # ContentType was checked to name images; the bytes say JPEG or PNG, as at an endpoint
+            # sent application/x-image (so application/jpeg, image/x-png, ... read the same)
+            return self.runner.prepare(blob, "application/x-image", where="object")
         except HTTPError as exc:
             return exc.message
         except (OSError, EOFError, gzip.BadGzipFile) as exc:

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from raysight.errors import ClientError
-from raysight.formats import IMAGE_TYPES
+from raysight.formats import IMAGE_CHANNEL_TYPES, is_image_type
 
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ACCEPTS = ("application/json", "application/jsonlines")
-IMAGE_CONTENT = re.compile(r"^(image/[a-z0-9.+-]+|application/x-image)$")
 
 
 @dataclass
@@ -72,9 +71,9 @@ def parse(request: Any, model_uri: str | None, defaults: dict[str, Any]) -> Tran
     if not source.get("S3Uri"):
         problems.append("TransformInput.DataSource.S3DataSource.S3Uri is required")
     content_type = str(tin.get("ContentType", "application/x-image"))
-    if not IMAGE_CONTENT.match(content_type.split(";")[0].strip().lower()):
-        problems.append(f"TransformInput.ContentType '{content_type}' must be image/* or application/x-image "
-                        f"(the algorithms take {', '.join(IMAGE_TYPES)})")
+    if not is_image_type(content_type.split(";")[0].strip().lower()):
+        problems.append(f"TransformInput.ContentType '{content_type}' names no image type; accepted: "
+                        f"{', '.join(IMAGE_CHANNEL_TYPES)} (each object one JPEG or PNG image)")
     split = tin.get("SplitType", "None")
     if split != "None":
         problems.append(f"TransformInput.SplitType '{split}' is not supported: each object is one image (None)")
