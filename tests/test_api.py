@@ -232,6 +232,33 @@ def test_bad_hyperparameters_make_a_failed_job_as_sagemaker_does_and_the_waiter_
     assert code_of(lambda: sm.stop_training_job(TrainingJobName="never-created")) == "ValidationException"
 
 
+def test_tags_on_create_and_add_list_delete_tags_and_sagemakers_members_in_describe(api, digits_small, tmp_path):
+    """What the SDK's `Estimator.attach` reads: ListTags of the job's ARN, and Describe members that
+    SageMaker always returns (OutputDataConfig.KmsKeyId, ResourceConfig.VolumeSizeInGB, RoleArn)."""
+    sm = client(api)
+    request = good_request(digits_small, str(tmp_path), "tagged", optimizer="sgdd")  # refused: no Ray Job
+    request["Tags"] = [{"Key": "team", "Value": "vision"}, {"Key": "cost", "Value": "1"}]
+    request["OutputDataConfig"].pop("KmsKeyId", None)
+    arn = sm.create_training_job(**request)["TrainingJobArn"]
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == request["Tags"]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "cost", "Value": "2"}, {"Key": "stage", "Value": "dev"}])
+    sm.delete_tags(ResourceArn=arn, TagKeys=["team"])
+    tags = sm.list_tags(ResourceArn=arn)
+    check_shape(tags, "ListTags")
+    assert tags["Tags"] == [{"Key": "cost", "Value": "2"}, {"Key": "stage", "Value": "dev"}]
+    more = [{"Key": f"k{i:02d}", "Value": str(i)} for i in range(60)]
+    sm.add_tags(ResourceArn=arn, Tags=more[:50])
+    sm.add_tags(ResourceArn=arn, Tags=more[50:])
+    first = sm.list_tags(ResourceArn=arn, MaxResults=50)
+    assert len(first["Tags"]) == 50 and first["NextToken"]
+    assert first["Tags"] + sm.list_tags(ResourceArn=arn, NextToken=first["NextToken"])["Tags"] == tags["Tags"] + more
+    described = sm.describe_training_job(TrainingJobName="tagged")
+    assert described["OutputDataConfig"]["KmsKeyId"] == "" and described["RoleArn"] == request["RoleArn"]
+    assert described["ResourceConfig"]["VolumeSizeInGB"] == request["ResourceConfig"]["VolumeSizeInGB"]
+    assert described["EnableNetworkIsolation"] is False
+    check_shape(described, "DescribeTrainingJob")
+
+
 def test_list_filters_sorts_and_pages(api, digits_small, tmp_path):
     sm = client(api)
     for name in ("list-job-b", "list-job-a", "list-job-c"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raysight.api.training import paginate
+from raysight.api.wire import validation
 
 KIND = "tags"  # a resource row per ARN: {"Tags": [{"Key", "Value"}, ...]}
 
@@ -30,11 +30,16 @@ class Tags:
         return {"Tags": tags}
 
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
-        tags = [dict(t, _name=t["Key"], CreationTime=0) for t in self._get(body["ResourceArn"])]
-        page = paginate(tags, {"MaxResults": body.get("MaxResults") or 50, "NextToken": body.get("NextToken"),
-                               "SortBy": "Name"}, "Tags", {"Name": "_name", "CreationTime": "CreationTime"},
-                        name_key="_name", status_key="_name")
-        page["Tags"] = [{"Key": t["Key"], "Value": t["Value"]} for t in page["Tags"]]
+        """In the order they were added; MaxResults and NextToken page through them."""
+        tags = self._get(body["ResourceArn"])
+        try:
+            start = int(body.get("NextToken") or 0)
+        except ValueError:
+            raise validation(f"Invalid pagination token {body.get('NextToken')!r}") from None
+        size = int(body.get("MaxResults") or 50)
+        page = {"Tags": tags[start:start + size]}
+        if start + size < len(tags):
+            page["NextToken"] = str(start + size)
         return page
 
     def delete(self, body: dict[str, Any]) -> dict[str, Any]:
