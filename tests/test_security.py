@@ -147,6 +147,18 @@ def test_a_second_api_on_the_same_state_exits_2_naming_the_first(guarded_api):
         lines
 
 
+def test_listening_beyond_loopback_is_a_choice_that_opens_only_that_port(ray_cluster, tmp_path):
+    """`raysight api --host 0.0.0.0`: its own port on every interface, asked for; nothing else."""
+    port = free_port()
+    proc, _ = start_api(tmp_path / "state", credentials_file(tmp_path), port, extra=["--host", "0.0.0.0"])
+    try:
+        found = listeners(tree(proc.pid))
+        assert found == {f"0.0.0.0:{port}": found[f"0.0.0.0:{port}"]}, found
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 # --- 3. the wire ----------------------------------------------------------------------------
 def signed(url, target="SageMaker.ListTrainingJobs", body=b"{}", key=KEY, secret=SECRET, when=None):
     """(headers, body) signed as botocore signs them, optionally at another time."""
