@@ -78,7 +78,12 @@ def jobs_seen_by(dashboard: str) -> list[str]:
     from raysight import ray_compat
 
     ray_compat.enable_token_auth_as_ray_start_does()  # `ray start` turned it on: send the token
-    return [f"{j.type}:{j.entrypoint or j.job_id}" for j in JobSubmissionClient(dashboard).list_jobs()]
+    session_ray = os.environ.pop("RAY_ADDRESS", None)  # inside the client it would win over `dashboard`
+    try:
+        return [f"{j.type}:{j.entrypoint or j.job_id}" for j in JobSubmissionClient(dashboard).list_jobs()]
+    finally:
+        if session_ray is not None:
+            os.environ["RAY_ADDRESS"] = session_ray
 
 
 def run_watching_sockets(args, timeout=600, until=None):
